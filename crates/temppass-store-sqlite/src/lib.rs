@@ -1,0 +1,266 @@
+//! The embedded SQLite backend of temppass (the default store).
+//!
+//! One writer connection behind a mutex, used from `spawn_blocking` because a
+//! write can wait on the disk; a small pool of reader connections used inline
+//! on the async workers because a WAL point read costs microseconds and a
+//! thread hop would cost more than the read. WAL mode lets readers run while
+//! the writer commits. Every write is one `BEGIN IMMEDIATE` transaction, so
+//! writes are serialised by SQLite itself: that is what makes the first
+//! authorization, the resource cap and the merge atomic.
+
+mod migrate;
+mod records;
+mod trials;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
+use temppass_store::{
+    AccessGrant, AccessToken, Application, AuthorizeOutcome, Client, Session, Store, StoreError, StoredSigningKey,
+    TrialLookup,
+};
+
+/// How the SQLite store is opened.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// How long a connection waits for a lock before the operation fails as unavailable.
+    pub busy_timeout: Duration,
+    /// Reader connections; more than the number of async workers buys nothing.
+    pub readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self { busy_timeout: Duration::from_secs(2), readers: 8 }
+    }
+}
+
+/// The embedded store: one SQLite file in WAL mode.
+pub struct SqliteStore {
+    writer: Arc<Mutex<Connection>>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn to_store_error(error: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Unavailable(error.to_string()),
+        Some(ErrorCode::ConstraintViolation) => StoreError::Conflict(error.to_string()),
+        _ => StoreError::Internal(error.to_string()),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a connection cannot leave a transaction open
+    // (rusqlite rolls back on drop), so a poisoned connection is still sound.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and its parent directory, and migrates it.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Internal(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let mut writer = Connection::open(&path).map_err(to_store_error)?;
+        configure(&writer, &options).map_err(to_store_error)?;
+        writer.pragma_update(None, "journal_mode", "WAL").map_err(to_store_error)?;
+        migrate::run(&mut writer)?;
+        let readers = (0..options.readers.max(1))
+            .map(|_| {
+                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let reader = Connection::open_with_flags(&path, flags).map_err(to_store_error)?;
+                configure(&reader, &options).map_err(to_store_error)?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Self { writer: Arc::new(Mutex::new(writer)), readers, next_reader: AtomicUsize::new(0), path })
+    }
+
+    /// Runs a read inline on the calling thread with a reader connection.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let count = self.readers.len();
+        for offset in 0..count {
+            if let Ok(conn) = self.readers[(start + offset) % count].try_lock() {
+                return f(&conn).map_err(to_store_error);
+            }
+        }
+        let conn = lock(&self.readers[start % count]);
+        f(&conn).map_err(to_store_error)
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer, off the async workers.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = lock(&writer);
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(to_store_error)?;
+            let value = f(&tx)?;
+            tx.commit().map_err(to_store_error)?;
+            Ok(value)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+    }
+}
+
+fn configure(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<()> {
+    conn.busy_timeout(options.busy_timeout)?;
+    // NORMAL in WAL mode loses nothing when the process dies (kill -9): a
+    // committed transaction is in the WAL file before COMMIT returns. Only a
+    // power loss can drop the last transactions; see docs/ARCHITECTURE.md.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// Owned copies of a lookup's keys, for moving into the writer thread.
+struct OwnedLookup {
+    scope: RuleScope,
+    device: DeviceId,
+    identity: Option<IdentityHash>,
+    valid_since: Timestamp,
+}
+
+impl OwnedLookup {
+    fn new(lookup: TrialLookup<'_>) -> Self {
+        Self {
+            scope: lookup.scope.clone(),
+            device: lookup.device.clone(),
+            identity: lookup.identity.cloned(),
+            valid_since: lookup.valid_since,
+        }
+    }
+
+    fn borrow(&self) -> TrialLookup<'_> {
+        TrialLookup {
+            scope: &self.scope,
+            device: &self.device,
+            identity: self.identity.as_ref(),
+            valid_since: self.valid_since,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn find_trial(&self, lookup: TrialLookup<'_>) -> Result<Option<Trial>, StoreError> {
+        self.read(|conn| trials::find(conn, lookup).map(|found| found.merged()))
+    }
+
+    async fn authorize(
+        &self,
+        lookup: TrialLookup<'_>,
+        rule: &Rule,
+        resource: &ResourceId,
+        now: Timestamp,
+    ) -> Result<AuthorizeOutcome, StoreError> {
+        // Most authorizations continue a trial that needs no write: answer those from a reader.
+        if let Some(outcome) = self.read(|conn| trials::authorize_without_write(conn, lookup, rule, resource, now))? {
+            return Ok(outcome);
+        }
+        let lookup = OwnedLookup::new(lookup);
+        let rule = rule.clone();
+        let resource = resource.clone();
+        self.write(move |tx| trials::authorize(tx, lookup.borrow(), &rule, &resource, now)).await
+    }
+
+    async fn reset_devices(&self, scope: &RuleScope, device: Option<&DeviceId>) -> Result<(), StoreError> {
+        let scope = scope.clone();
+        let key = device.map(|d| d.as_str().to_owned());
+        self.write(move |tx| trials::reset(tx, &scope, trials::KeyKind::Device, key.as_deref())).await
+    }
+
+    async fn reset_identities(&self, scope: &RuleScope, identity: Option<&IdentityHash>) -> Result<(), StoreError> {
+        let scope = scope.clone();
+        let key = identity.map(|i| i.as_str().to_owned());
+        self.write(move |tx| trials::reset(tx, &scope, trials::KeyKind::Identity, key.as_deref())).await
+    }
+
+    async fn create_application(&self, application: &Application) -> Result<(), StoreError> {
+        let application = application.clone();
+        self.write(move |tx| records::insert_application(tx, &application)).await
+    }
+
+    async fn find_application(&self, id: &str) -> Result<Option<Application>, StoreError> {
+        self.read(|conn| records::find_application(conn, id))
+    }
+
+    async fn revoke_application(&self, name: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.write(move |tx| records::revoke_application(tx, &name, now)).await
+    }
+
+    async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
+        let client = client.clone();
+        self.write(move |tx| records::insert_client(tx, &client)).await
+    }
+
+    async fn find_client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
+        self.read(|conn| records::find_client(conn, client_id))
+    }
+
+    async fn create_access_token(&self, token: &AccessToken) -> Result<(), StoreError> {
+        let token = token.clone();
+        self.write(move |tx| records::insert_access_token(tx, &token)).await
+    }
+
+    async fn find_access_grant(&self, token_hash: &str) -> Result<Option<AccessGrant>, StoreError> {
+        self.read(|conn| records::find_access_grant(conn, token_hash))
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+        let session = session.clone();
+        self.write(move |tx| records::insert_session(tx, &session)).await
+    }
+
+    async fn find_session(&self, code: &str) -> Result<Option<Session>, StoreError> {
+        self.read(|conn| records::find_session(conn, code))
+    }
+
+    async fn update_session(&self, session: &Session) -> Result<(), StoreError> {
+        let session = session.clone();
+        self.write(move |tx| records::update_session(tx, &session)).await
+    }
+
+    async fn ensure_signing_key(&self, candidate: &StoredSigningKey) -> Result<Vec<StoredSigningKey>, StoreError> {
+        let candidate = candidate.clone();
+        self.write(move |tx| {
+            if records::signing_keys(tx).map_err(to_store_error)?.is_empty() {
+                records::insert_signing_key(tx, &candidate)?;
+            }
+            records::signing_keys(tx).map_err(to_store_error)
+        })
+        .await
+    }
+
+    async fn add_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.write(move |tx| records::insert_signing_key(tx, &key)).await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
+        self.read(records::signing_keys)
+    }
+}

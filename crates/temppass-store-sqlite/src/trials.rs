@@ -1,0 +1,260 @@
+//! Trials, bindings and generations in SQL (SPEC.md §2 and §7).
+//!
+//! A trial is found through a binding `(service provider, mvpd, key kind, key) → trial`.
+//! A binding counts only while its generation equals the current generation of
+//! its `(service provider, mvpd, key kind)`; "reset all" bumps that number.
+//! The decision itself is `temppass_core::authorize`; this module only loads
+//! and stores.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use temppass_core::{
+    AuthorizeVerdict, ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId, TrialUpdate, authorize as decide, merge,
+};
+use temppass_store::{AuthorizeOutcome, StoreError, TrialLookup};
+
+use crate::to_store_error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    Device = 0,
+    Identity = 1,
+}
+
+/// The trials a lookup's keys find, each already filtered by `valid_since`.
+pub(crate) struct Found {
+    by_device: Option<Trial>,
+    by_identity: Option<Trial>,
+}
+
+impl Found {
+    /// The trial these keys stand for: the merge of both when they differ.
+    pub(crate) fn merged(self) -> Option<Trial> {
+        match (self.by_device, self.by_identity) {
+            (Some(a), Some(b)) if a.id != b.id => Some(merge(a, b).0),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// True when every key of the lookup is already bound to one and the same trial.
+    fn fully_bound(&self, wants_identity: bool) -> bool {
+        match (&self.by_device, &self.by_identity) {
+            (Some(device), Some(identity)) => device.id == identity.id,
+            (Some(_), None) => !wants_identity,
+            _ => false,
+        }
+    }
+}
+
+const FIND_BY_KEY: &str = "
+    SELECT t.id, t.started_at_ms, t.expires_at_ms, t.used_resources
+    FROM bindings b JOIN trials t ON t.id = b.trial_id
+    WHERE b.service_provider = ?1 AND b.mvpd = ?2 AND b.key_kind = ?3 AND b.key = ?4
+      AND b.generation = COALESCE(
+            (SELECT generation FROM generations WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = ?3), 0)
+      AND t.started_at_ms >= ?5";
+
+fn find_by_key(
+    conn: &Connection,
+    scope: &RuleScope,
+    kind: KeyKind,
+    key: &str,
+    valid_since: Timestamp,
+) -> rusqlite::Result<Option<Trial>> {
+    let mut statement = conn.prepare_cached(FIND_BY_KEY)?;
+    statement
+        .query_row(
+            params![scope.service_provider.as_str(), scope.mvpd.as_str(), kind as i64, key, valid_since.as_millis()],
+            |row| {
+                let used: String = row.get(3)?;
+                Ok(Trial {
+                    id: TrialId(row.get(0)?),
+                    started_at: Timestamp::from_millis(row.get(1)?),
+                    expires_at: Timestamp::from_millis(row.get(2)?),
+                    used_resources: decode_resources(&used)?,
+                })
+            },
+        )
+        .optional()
+}
+
+fn decode_resources(json: &str) -> rusqlite::Result<Vec<ResourceId>> {
+    let raw: Vec<String> = serde_json::from_str(json)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e)))?;
+    raw.iter()
+        .map(|r| {
+            ResourceId::parse(r)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e)))
+        })
+        .collect()
+}
+
+fn encode_resources(resources: &[ResourceId]) -> String {
+    let raw: Vec<&str> = resources.iter().map(ResourceId::as_str).collect();
+    serde_json::Value::from(raw).to_string()
+}
+
+pub(crate) fn find(conn: &Connection, lookup: TrialLookup<'_>) -> rusqlite::Result<Found> {
+    let by_device = find_by_key(conn, lookup.scope, KeyKind::Device, lookup.device.as_str(), lookup.valid_since)?;
+    let by_identity = match lookup.identity {
+        Some(identity) => find_by_key(conn, lookup.scope, KeyKind::Identity, identity.as_str(), lookup.valid_since)?,
+        None => None,
+    };
+    Ok(Found { by_device, by_identity })
+}
+
+/// Answers an authorization that changes nothing (every key bound to one
+/// trial, and the resource needs no new slot), or `None` when a write is needed.
+pub(crate) fn authorize_without_write(
+    conn: &Connection,
+    lookup: TrialLookup<'_>,
+    rule: &Rule,
+    resource: &ResourceId,
+    now: Timestamp,
+) -> rusqlite::Result<Option<AuthorizeOutcome>> {
+    let found = find(conn, lookup)?;
+    if !found.fully_bound(lookup.identity.is_some()) {
+        return Ok(None);
+    }
+    let trial = found.merged();
+    Ok(match decide(rule, trial.as_ref(), resource, now) {
+        AuthorizeVerdict::Permit(TrialUpdate::Unchanged) => Some(AuthorizeOutcome { decision: Ok(()), trial }),
+        AuthorizeVerdict::Deny(reason) => Some(AuthorizeOutcome { decision: Err(reason), trial }),
+        AuthorizeVerdict::Permit(_) => None,
+    })
+}
+
+/// The whole authorization inside the writer's transaction: find, merge, decide, record, bind.
+pub(crate) fn authorize(
+    conn: &Connection,
+    lookup: TrialLookup<'_>,
+    rule: &Rule,
+    resource: &ResourceId,
+    now: Timestamp,
+) -> Result<AuthorizeOutcome, StoreError> {
+    let found = find(conn, lookup).map_err(to_store_error)?;
+    let device_trial = found.by_device.as_ref().map(|t| t.id);
+    let identity_trial = found.by_identity.as_ref().map(|t| t.id);
+    let mut trial = match (found.by_device, found.by_identity) {
+        (Some(a), Some(b)) if a.id != b.id => {
+            let (survivor, absorbed) = merge(a, b);
+            absorb(conn, &survivor, &absorbed).map_err(to_store_error)?;
+            Some(survivor)
+        }
+        (a, b) => a.or(b),
+    };
+    let verdict = decide(rule, trial.as_ref(), resource, now);
+    let decision = match verdict {
+        AuthorizeVerdict::Deny(reason) => Err(reason),
+        AuthorizeVerdict::Permit(TrialUpdate::Unchanged) => Ok(()),
+        AuthorizeVerdict::Permit(TrialUpdate::Start { started_at, expires_at, used_resources }) => {
+            let id =
+                insert_trial(conn, lookup.scope, started_at, expires_at, &used_resources).map_err(to_store_error)?;
+            trial = Some(Trial { id, started_at, expires_at, used_resources });
+            Ok(())
+        }
+        AuthorizeVerdict::Permit(TrialUpdate::AddResource(resource)) => {
+            let Some(current) = trial.as_mut() else {
+                return Err(StoreError::Internal("a resource was added to no trial".into()));
+            };
+            current.used_resources.push(resource);
+            update_resources(conn, current).map_err(to_store_error)?;
+            Ok(())
+        }
+    };
+    if let Some(trial) = &trial {
+        if device_trial != Some(trial.id) {
+            bind(conn, lookup.scope, KeyKind::Device, lookup.device.as_str(), trial.id).map_err(to_store_error)?;
+        }
+        if let Some(identity) = lookup.identity.filter(|_| identity_trial != Some(trial.id)) {
+            bind(conn, lookup.scope, KeyKind::Identity, identity.as_str(), trial.id).map_err(to_store_error)?;
+        }
+    }
+    Ok(AuthorizeOutcome { decision, trial })
+}
+
+fn insert_trial(
+    conn: &Connection,
+    scope: &RuleScope,
+    started_at: Timestamp,
+    expires_at: Timestamp,
+    used_resources: &[ResourceId],
+) -> rusqlite::Result<TrialId> {
+    let mut statement = conn.prepare_cached(
+        "INSERT INTO trials (service_provider, mvpd, started_at_ms, expires_at_ms, used_resources)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    // A plain INSERT and last_insert_rowid: `INSERT … RETURNING` read with
+    // query_row leaves the statement unfinished and blocks WAL checkpoints.
+    statement.execute(params![
+        scope.service_provider.as_str(),
+        scope.mvpd.as_str(),
+        started_at.as_millis(),
+        expires_at.as_millis(),
+        encode_resources(used_resources),
+    ])?;
+    Ok(TrialId(conn.last_insert_rowid()))
+}
+
+fn update_resources(conn: &Connection, trial: &Trial) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE trials SET used_resources = ?2 WHERE id = ?1")?
+        .execute(params![trial.id.0, encode_resources(&trial.used_resources)])?;
+    Ok(())
+}
+
+/// Moves every binding of `absorbed` to `survivor` and drops `absorbed`.
+fn absorb(conn: &Connection, survivor: &Trial, absorbed: &Trial) -> rusqlite::Result<()> {
+    update_resources(conn, survivor)?;
+    conn.prepare_cached("UPDATE bindings SET trial_id = ?1 WHERE trial_id = ?2")?
+        .execute(params![survivor.id.0, absorbed.id.0])?;
+    conn.prepare_cached("DELETE FROM trials WHERE id = ?1")?.execute(params![absorbed.id.0])?;
+    Ok(())
+}
+
+fn bind(conn: &Connection, scope: &RuleScope, kind: KeyKind, key: &str, trial: TrialId) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO bindings (service_provider, mvpd, key_kind, key, generation, trial_id)
+         VALUES (?1, ?2, ?3, ?4, COALESCE(
+             (SELECT generation FROM generations WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = ?3), 0), ?5)
+         ON CONFLICT (service_provider, mvpd, key_kind, key)
+         DO UPDATE SET generation = excluded.generation, trial_id = excluded.trial_id",
+    )?
+    .execute(params![scope.service_provider.as_str(), scope.mvpd.as_str(), kind as i64, key, trial.0])?;
+    Ok(())
+}
+
+/// Removes one binding (and its trial once nothing finds it), or all bindings of a kind in O(1).
+pub(crate) fn reset(conn: &Connection, scope: &RuleScope, kind: KeyKind, key: Option<&str>) -> Result<(), StoreError> {
+    let sp = scope.service_provider.as_str();
+    let mvpd = scope.mvpd.as_str();
+    let result = match key {
+        None => conn
+            .prepare_cached(
+                "INSERT INTO generations (service_provider, mvpd, key_kind, generation) VALUES (?1, ?2, ?3, 1)
+                 ON CONFLICT (service_provider, mvpd, key_kind) DO UPDATE SET generation = generation + 1",
+            )
+            .and_then(|mut s| s.execute(params![sp, mvpd, kind as i64]))
+            .map(drop),
+        Some(key) => reset_one(conn, sp, mvpd, kind, key),
+    };
+    result.map_err(to_store_error)
+}
+
+fn reset_one(conn: &Connection, sp: &str, mvpd: &str, kind: KeyKind, key: &str) -> rusqlite::Result<()> {
+    let trial: Option<i64> = conn
+        .prepare_cached(
+            "DELETE FROM bindings WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = ?3 AND key = ?4
+             RETURNING trial_id",
+        )?
+        .query_map(params![sp, mvpd, kind as i64, key], |row| row.get(0))?
+        // Stepping to the end finishes the statement (see insert_trial).
+        .collect::<rusqlite::Result<Vec<i64>>>()?
+        .into_iter()
+        .next();
+    if let Some(trial) = trial {
+        conn.prepare_cached(
+            "DELETE FROM trials WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM bindings WHERE trial_id = ?1)",
+        )?
+        .execute(params![trial])?;
+    }
+    Ok(())
+}

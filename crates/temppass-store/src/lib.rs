@@ -1,0 +1,111 @@
+//! The storage contract of temppass: one trait, its records and its error type.
+//!
+//! Backends (SQLite embedded, PostgreSQL shared) implement [`Store`]; every
+//! backend runs the one conformance suite in [`conformance`] (feature
+//! `conformance`). The trait speaks in SPEC.md operations, not in tables, so
+//! a backend can make each operation one atomic step in whatever way its
+//! engine allows (one writer transaction in SQLite, one short transaction with
+//! row locks in PostgreSQL).
+
+mod records;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use async_trait::async_trait;
+use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
+
+pub use records::{AccessGrant, AccessToken, Application, Client, Session, StoredSigningKey};
+
+/// Failures of the store itself. Denials are not errors: see [`AuthorizeOutcome`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or did not answer in time; the client may retry.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A unique value (application name, client id, session code) already exists.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Anything else: a bug, a corrupt row, a failed migration.
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+/// The keys that find a trial under one rule.
+#[derive(Debug, Clone, Copy)]
+pub struct TrialLookup<'a> {
+    pub scope: &'a RuleScope,
+    pub device: &'a DeviceId,
+    /// Promotional rules only: the identity hash from `AP-TempPass-Identity`.
+    pub identity: Option<&'a IdentityHash>,
+    /// Trials that started before this instant count as absent (the rule's
+    /// scheduled reset, [`Rule::valid_since`]); `Timestamp::from_millis(i64::MIN)` when none.
+    pub valid_since: Timestamp,
+}
+
+/// The answer of [`Store::authorize`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizeOutcome {
+    pub decision: Result<(), temppass_core::DenyReason>,
+    /// The trial as it stands after this authorization (absent only on a deny without a trial, which cannot happen today).
+    pub trial: Option<Trial>,
+}
+
+/// Everything temppass keeps. Every method is one atomic operation.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- trials (SPEC.md §2) ---
+
+    /// The trial these keys find, without changing anything. When a device and
+    /// an identity find two different trials, the answer is the trial their
+    /// merge would give (the merge itself happens on the next authorization).
+    async fn find_trial(&self, lookup: TrialLookup<'_>) -> Result<Option<Trial>, StoreError>;
+
+    /// Decides and records one authorization atomically: finds (or merges) the
+    /// trial, applies [`temppass_core::authorize`] and writes its update, so
+    /// concurrent calls behave as if they ran one after another.
+    async fn authorize(
+        &self,
+        lookup: TrialLookup<'_>,
+        rule: &Rule,
+        resource: &ResourceId,
+        now: Timestamp,
+    ) -> Result<AuthorizeOutcome, StoreError>;
+
+    /// Removes device bindings under `scope`: one device, or all of them (`None`) in O(1).
+    async fn reset_devices(&self, scope: &RuleScope, device: Option<&DeviceId>) -> Result<(), StoreError>;
+
+    /// Removes identity bindings under `scope`: one identity, or all of them (`None`) in O(1).
+    async fn reset_identities(&self, scope: &RuleScope, identity: Option<&IdentityHash>) -> Result<(), StoreError>;
+
+    // --- registered applications, clients and access tokens (SPEC.md §6) ---
+
+    /// Fails with [`StoreError::Conflict`] when an application of that name exists.
+    async fn create_application(&self, application: &Application) -> Result<(), StoreError>;
+    async fn find_application(&self, id: &str) -> Result<Option<Application>, StoreError>;
+    /// Marks the application of that name revoked; `false` when there is none (or it already was).
+    async fn revoke_application(&self, name: &str, now: Timestamp) -> Result<bool, StoreError>;
+
+    async fn create_client(&self, client: &Client) -> Result<(), StoreError>;
+    async fn find_client(&self, client_id: &str) -> Result<Option<Client>, StoreError>;
+
+    async fn create_access_token(&self, token: &AccessToken) -> Result<(), StoreError>;
+    /// The token with this hash and its application, whatever their state; callers check expiry and revocation.
+    async fn find_access_grant(&self, token_hash: &str) -> Result<Option<AccessGrant>, StoreError>;
+
+    // --- second-screen sessions (SPEC.md §3) ---
+
+    /// Fails with [`StoreError::Conflict`] when the code is taken.
+    async fn create_session(&self, session: &Session) -> Result<(), StoreError>;
+    async fn find_session(&self, code: &str) -> Result<Option<Session>, StoreError>;
+    async fn update_session(&self, session: &Session) -> Result<(), StoreError>;
+
+    // --- signing keys (SPEC.md §8, §9) ---
+
+    /// Stores `candidate` only if the store holds no signing key yet, then
+    /// returns every key, newest first. Safe when several servers start at once.
+    async fn ensure_signing_key(&self, candidate: &StoredSigningKey) -> Result<Vec<StoredSigningKey>, StoreError>;
+    async fn add_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
+    /// Every key, newest first.
+    async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
+}

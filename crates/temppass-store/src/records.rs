@@ -1,0 +1,71 @@
+//! Plain records the store keeps besides trials.
+
+use temppass_core::{DeviceId, MvpdId, ServiceProviderId, Timestamp};
+
+/// A registered application (SPEC.md §6), created by `temppass app create`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Application {
+    pub id: String,
+    pub name: String,
+    pub service_providers: Vec<ServiceProviderId>,
+    pub scopes: Vec<String>,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// A client registered with a software statement. Only the secret's hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    pub client_id: String,
+    pub secret_hash: String,
+    pub application_id: String,
+    pub redirect_uris: Vec<String>,
+    pub issued_at: Timestamp,
+}
+
+/// An access token. Only its hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    pub id: String,
+    pub token_hash: String,
+    pub client_id: String,
+    pub application_id: String,
+    /// The scopes granted to this token (a subset of the application's).
+    pub scopes: Vec<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// An access token with the application it acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessGrant {
+    pub token: AccessToken,
+    pub application: Application,
+}
+
+/// A second-screen authentication session, found by its short code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub code: String,
+    pub service_provider: ServiceProviderId,
+    pub device: Option<DeviceId>,
+    pub mvpd: Option<MvpdId>,
+    pub domain_name: Option<String>,
+    pub redirect_url: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// A media token signing key. The seed is the Ed25519 private key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredSigningKey {
+    pub kid: String,
+    pub seed: [u8; 32],
+    pub created_at: Timestamp,
+}
+
+impl std::fmt::Debug for StoredSigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSigningKey").field("kid", &self.kid).field("created_at", &self.created_at).finish()
+    }
+}
