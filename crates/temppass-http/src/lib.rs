@@ -1,1 +1,74 @@
-//! stub
+//! The HTTP face of temppass: REST API V2 for TempPass, dynamic client
+//! registration, the JWKS, and the one mapping from errors to HTTP.
+//!
+//! `app(state)` builds the whole router without a socket, so tests drive it
+//! with `tower::ServiceExt::oneshot`; the binary serves it.
+
+mod api;
+pub mod auth;
+pub mod clock;
+mod dcr;
+pub mod error;
+mod headers;
+pub mod settings;
+mod state;
+mod wire;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+pub use dcr::issue_software_statement;
+pub use state::{AppState, KeySet};
+
+use crate::error::{Action, ApiError, ErrorBody, ErrorCode, json_bytes_response, json_response};
+
+/// The whole HTTP API.
+pub fn app(state: AppState) -> Router {
+    let limits = state.settings().limits.clone();
+    let api = Router::new()
+        .route("/{sp}/configuration", get(api::configuration))
+        .route("/{sp}/sessions", post(api::create_session))
+        .route("/{sp}/sessions/{code}", get(api::session_status).post(api::resume_session))
+        .route("/{sp}/profiles", get(api::all_profiles))
+        .route("/{sp}/profiles/{mvpd}", get(api::mvpd_profile))
+        .route("/{sp}/profiles/code/{code}", get(api::code_profile))
+        .route("/{sp}/decisions/authorize/{mvpd}", post(api::authorize))
+        .route("/{sp}/decisions/preauthorize/{mvpd}", post(api::preauthorize))
+        .route("/{sp}/logout/{mvpd}", get(api::logout));
+    Router::new()
+        .nest("/api/v2", api)
+        .route("/o/client/register", post(dcr::register))
+        .route("/o/client/token", post(dcr::token))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/health", get(health))
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(middleware::from_fn_with_state(limits.request_timeout, request_timeout))
+        .with_state(state)
+}
+
+async fn jwks(State(state): State<AppState>) -> Response {
+    json_bytes_response(StatusCode::OK, state.keys().jwks_json.clone())
+}
+
+/// The cheapest endpoint: no store, no signature. Load tests compare against it.
+async fn health() -> Response {
+    json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+}
+
+/// Answers `internal_server_error` with action `retry` instead of hanging.
+async fn request_timeout(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let body = ErrorBody::new(ErrorCode::InternalServerError).with_action(Action::Retry);
+            tracing::warn!(trace = %body.trace, "request timed out");
+            ApiError(body).into_response()
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! What the server is configured to do, as validated domain values.
+//!
+//! The binary reads TOML and environment variables and builds these; tests
+//! build them directly. Nothing here parses text.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use temppass_core::{DurationMs, MvpdId, Rule, RuleScope, ServiceProviderId};
+
+/// A regular MVPD: listed in the configuration for the app's picker, never authorized.
+#[derive(Debug, Clone)]
+pub struct RegularMvpd {
+    pub id: MvpdId,
+    pub display_name: String,
+    pub logo_url: Option<String>,
+}
+
+/// A TempPass MVPD and its rule.
+#[derive(Debug, Clone)]
+pub struct TempPassMvpd {
+    pub id: MvpdId,
+    pub display_name: String,
+    pub logo_url: Option<String>,
+    pub rule: Rule,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceProvider {
+    pub id: ServiceProviderId,
+    pub name: String,
+    pub domains: Vec<String>,
+    pub regular_mvpds: Vec<RegularMvpd>,
+    pub temppass_mvpds: Vec<TempPassMvpd>,
+}
+
+/// What an MVPD id names for one service provider.
+#[derive(Debug, Clone, Copy)]
+pub enum MvpdRef<'a> {
+    Regular(&'a RegularMvpd),
+    TempPass(&'a TempPassMvpd),
+}
+
+impl ServiceProvider {
+    pub fn mvpd(&self, id: &MvpdId) -> Option<MvpdRef<'_>> {
+        if let Some(temppass) = self.temppass_mvpds.iter().find(|m| &m.id == id) {
+            return Some(MvpdRef::TempPass(temppass));
+        }
+        self.regular_mvpds.iter().find(|m| &m.id == id).map(MvpdRef::Regular)
+    }
+
+    pub fn scope(&self, mvpd: &MvpdId) -> RuleScope {
+        RuleScope { service_provider: self.id.clone(), mvpd: mvpd.clone() }
+    }
+}
+
+/// Limits and timeouts (SPEC.md §9); every one has a default.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub body_bytes: usize,
+    pub store_timeout: Duration,
+    pub request_timeout: Duration,
+    pub authorize_resources: usize,
+    pub preauthorize_resources: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_bytes: 64 * 1024,
+            store_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            authorize_resources: 1,
+            preauthorize_resources: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The media token's `iss` and the software statement's issuer.
+    pub public_url: String,
+    pub media_token_ttl: DurationMs,
+    pub access_token_ttl: DurationMs,
+    pub limits: Limits,
+    pub service_providers: Vec<ServiceProvider>,
+}
+
+impl Settings {
+    pub(crate) fn index(&self) -> HashMap<ServiceProviderId, usize> {
+        self.service_providers.iter().enumerate().map(|(i, sp)| (sp.id.clone(), i)).collect()
+    }
+}

@@ -1,0 +1,118 @@
+//! `AppState`: what every handler can reach. No globals.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+
+use temppass_core::{ServiceProviderId, Timestamp};
+use temppass_store::{Store, StoreError, StoredSigningKey};
+use temppass_token::{Jwks, SigningKey};
+
+use crate::clock::Clock;
+use crate::error::ApiError;
+use crate::settings::{ServiceProvider, Settings};
+
+/// The signing keys in use: the newest signs, all are published.
+pub struct KeySet {
+    pub signing: SigningKey,
+    pub jwks: Jwks,
+    /// `/.well-known/jwks.json`, serialised once per change of keys.
+    pub jwks_json: Vec<u8>,
+}
+
+impl KeySet {
+    /// Builds the set from stored keys, newest first. `None` when there is none.
+    pub fn from_stored(stored: &[StoredSigningKey]) -> Option<Self> {
+        let keys: Vec<SigningKey> = stored.iter().map(|k| SigningKey::from_seed(k.seed)).collect();
+        let jwks = Jwks { keys: keys.iter().map(SigningKey::public_jwk).collect() };
+        let jwks_json = serde_json::to_vec(&jwks).ok()?;
+        let signing = keys.into_iter().next()?;
+        Some(Self { signing, jwks, jwks_json })
+    }
+}
+
+/// Shared state behind every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(pub(crate) Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub(crate) settings: Settings,
+    pub(crate) service_provider_index: HashMap<ServiceProviderId, usize>,
+    /// `configuration` responses, serialised once at start-up.
+    pub(crate) configuration_json: Vec<Vec<u8>>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    keys: RwLock<Arc<KeySet>>,
+}
+
+impl AppState {
+    /// Loads the signing keys from the store, creating the first one if the store has none.
+    pub async fn new(settings: Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        let keys = load_or_create_keys(store.as_ref(), clock.now()).await?;
+        let configuration_json = settings.service_providers.iter().map(crate::wire::configuration_json).collect();
+        let service_provider_index = settings.index();
+        Ok(Self(Arc::new(Inner {
+            settings,
+            service_provider_index,
+            configuration_json,
+            store,
+            clock,
+            keys: RwLock::new(Arc::new(keys)),
+        })))
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.0.store
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.0.clock.now()
+    }
+
+    pub fn keys(&self) -> Arc<KeySet> {
+        Arc::clone(&self.0.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Re-reads the keys from the store, so a `temppass key rotate` reaches running servers.
+    pub async fn reload_keys(&self) -> Result<(), StoreError> {
+        let stored = self.0.store.signing_keys().await?;
+        if let Some(keys) = KeySet::from_stored(&stored) {
+            *self.0.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn service_provider(&self, id: &str) -> Option<(usize, &ServiceProvider)> {
+        let id = ServiceProviderId::parse(id).ok()?;
+        let index = *self.0.service_provider_index.get(&id)?;
+        Some((index, &self.0.settings.service_providers[index]))
+    }
+
+    /// Runs a store operation under the store timeout (SPEC.md §9): a slow or
+    /// unreachable store answers `internal_server_error` with action `retry`.
+    pub(crate) async fn store_call<T>(
+        &self,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, ApiError> {
+        match tokio::time::timeout(self.0.settings.limits.store_timeout, operation).await {
+            Ok(result) => result.map_err(ApiError::from),
+            Err(_) => Err(ApiError::from(StoreError::Unavailable("store operation timed out".into()))),
+        }
+    }
+}
+
+async fn load_or_create_keys(store: &dyn Store, now: Timestamp) -> Result<KeySet, StoreError> {
+    let stored = store.signing_keys().await?;
+    let stored = if stored.is_empty() {
+        let key = SigningKey::generate();
+        let candidate = StoredSigningKey { kid: key.kid().to_owned(), seed: key.seed(), created_at: now };
+        store.ensure_signing_key(&candidate).await?
+    } else {
+        stored
+    };
+    KeySet::from_stored(&stored).ok_or_else(|| StoreError::Internal("the store holds no signing key".into()))
+}
