@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 pub use dcr::issue_software_statement;
-pub use state::{AppState, KeySet};
+pub use state::{AppState, KeySet, load_or_create_keys};
 
 use crate::error::{Action, ApiError, ErrorBody, ErrorCode, json_bytes_response, json_response};
 

@@ -105,7 +105,7 @@ impl AppState {
     }
 }
 
-async fn load_or_create_keys(store: &dyn Store, now: Timestamp) -> Result<KeySet, StoreError> {
+pub async fn load_or_create_keys(store: &dyn Store, now: Timestamp) -> Result<KeySet, StoreError> {
     let stored = store.signing_keys().await?;
     let stored = if stored.is_empty() {
         let key = SigningKey::generate();

@@ -1,1 +1,99 @@
-fn main() {}
+//! `temppass`: the server and its admin commands (SPEC.md §10). Parsing only;
+//! the work happens in `serve` and `admin`.
+
+mod admin;
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "temppass", version, about = "A self-hostable TempPass server (Adobe Pass REST API V2 compatible)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// The TOML configuration file; without it, the bundled example configuration.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the server until SIGINT or SIGTERM.
+    Serve(ConfigArg),
+    /// Registered applications for dynamic client registration.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Media token signing keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AppCommand {
+    /// Registers an application and prints its software statement on the last line.
+    Create {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        name: String,
+        /// Service providers the application may act for (repeat, or give several).
+        #[arg(long = "service-provider", required = true, num_args = 1..)]
+        service_providers: Vec<String>,
+        /// Scopes: api:client:v2 (REST API V2), temporary:passes:owner (reset API).
+        #[arg(long = "scope", required = true, num_args = 1..)]
+        scopes: Vec<String>,
+    },
+    /// Revokes the application of that name; its tokens stop working at once.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Adds a new signing key; running servers sign with it within 60 s.
+    Rotate {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args.config.as_deref()).await,
+            Command::App(AppCommand::Create { config, name, service_providers, scopes }) => {
+                admin::create_app(config.config.as_deref(), &name, &service_providers, &scopes).await
+            }
+            Command::App(AppCommand::Revoke { config, name }) => {
+                admin::revoke_app(config.config.as_deref(), &name).await
+            }
+            Command::Key(KeyCommand::Rotate { config }) => admin::rotate_key(config.config.as_deref()).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! The configuration file (SPEC.md §10): TOML, then `TEMPPASS_<SECTION>__<KEY>`
+//! environment overrides, then validation that names the offending field.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use serde::Deserialize;
+use temppass_core::{DailyReset, DurationMs, MvpdId, Rule, RuleKind, ServiceProviderId};
+use temppass_http::settings::{Limits, RegularMvpd, ServiceProvider, Settings, TempPassMvpd};
+
+/// The configuration built into the binary, so `temppass serve` works from any directory.
+pub const EXAMPLE: &str = include_str!("../example.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    server: Server,
+    #[serde(default)]
+    storage: Storage,
+    #[serde(default)]
+    demo: Demo,
+    #[serde(default)]
+    tokens: Tokens,
+    #[serde(default)]
+    limits: LimitsSection,
+    #[serde(default)]
+    service_providers: Vec<ServiceProviderSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Server {
+    #[serde(default = "default_listen")]
+    listen: String,
+    public_url: Option<String>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self { listen: default_listen(), public_url: None }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Storage {
+    #[serde(default = "default_storage_url")]
+    url: String,
+    #[serde(default = "default_store_timeout")]
+    timeout: String,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self { url: default_storage_url(), timeout: default_store_timeout() }
+    }
+}
+
+fn default_storage_url() -> String {
+    "sqlite://temppass-data/temppass.db".into()
+}
+
+fn default_store_timeout() -> String {
+    "2s".into()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Demo {
+    #[serde(default)]
+    enabled: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tokens {
+    #[serde(default = "default_media_token_ttl")]
+    media_token_ttl: String,
+    #[serde(default = "default_access_token_ttl")]
+    access_token_ttl: String,
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Self { media_token_ttl: default_media_token_ttl(), access_token_ttl: default_access_token_ttl() }
+    }
+}
+
+fn default_media_token_ttl() -> String {
+    "7m".into()
+}
+
+fn default_access_token_ttl() -> String {
+    "6h".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    #[serde(default = "default_body_bytes")]
+    body_bytes: usize,
+    #[serde(default = "default_request_timeout")]
+    request_timeout: String,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self { body_bytes: default_body_bytes(), request_timeout: default_request_timeout() }
+    }
+}
+
+fn default_body_bytes() -> usize {
+    64 * 1024
+}
+
+fn default_request_timeout() -> String {
+    "10s".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceProviderSection {
+    id: String,
+    name: Option<String>,
+    #[serde(default)]
+    domains: Vec<String>,
+    #[serde(default)]
+    mvpds: Vec<RegularMvpdSection>,
+    #[serde(default)]
+    temppass: Vec<TempPassSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegularMvpdSection {
+    id: String,
+    display_name: Option<String>,
+    logo_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TempPassSection {
+    mvpd: String,
+    display_name: Option<String>,
+    logo_url: Option<String>,
+    kind: String,
+    ttl: String,
+    max_resources: Option<i64>,
+    identity_key: Option<String>,
+    reset: Option<ResetSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetSection {
+    daily_at: String,
+    timezone: String,
+}
+
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub storage: StorageUrl,
+    pub demo_enabled: bool,
+    pub settings: Settings,
+}
+
+/// Reads `path` (or the bundled example), applies the environment, validates.
+pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
+    let (text, origin) = match path {
+        Some(path) => (
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (EXAMPLE.to_owned(), "the bundled example configuration".to_owned()),
+    };
+    parse(&text, env).with_context(|| format!("invalid configuration in {origin}"))
+}
+
+/// Parses TOML text with environment overrides and validates it.
+pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
+    let mut value: toml::Table = toml::from_str(text).map_err(|e| anyhow!("{e}"))?;
+    apply_environment(&mut value, env)?;
+    let file: File = toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| anyhow!("{}", e.message()))?;
+    validate(file)
+}
+
+/// `TEMPPASS_SERVER__LISTEN=…` sets `[server] listen`. Variables without a
+/// `__` (such as `TEMPPASS_TEST_POSTGRES_URL`) are not configuration.
+fn apply_environment(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<()> {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix("TEMPPASS_") else { continue };
+        let Some((section, key)) = rest.split_once("__") else { continue };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        let entry = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(section_table) = entry else {
+            bail!("{name}: [{section}] is not a section that an environment variable can set");
+        };
+        section_table.insert(key, environment_value(&raw));
+    }
+    Ok(())
+}
+
+/// Booleans and integers keep their type; everything else is a string.
+fn environment_value(raw: &str) -> toml::Value {
+    match raw {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => raw.parse::<i64>().map(toml::Value::Integer).unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
+    }
+}
+
+fn duration(field: &str, text: &str) -> anyhow::Result<DurationMs> {
+    DurationMs::parse(text).map_err(|e| anyhow!("{field}: {e}"))
+}
+
+fn std_duration(field: &str, text: &str) -> anyhow::Result<Duration> {
+    duration(field, text).map(|d| Duration::from_millis(d.as_millis() as u64))
+}
+
+fn validate(file: File) -> anyhow::Result<Config> {
+    let listen: SocketAddr =
+        file.server.listen.parse().map_err(|_| {
+            anyhow!("server.listen: {:?} is not an address such as \"127.0.0.1:8080\"", file.server.listen)
+        })?;
+    let public_url = file.server.public_url.unwrap_or_else(|| format!("http://{listen}"));
+    if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+        bail!("server.public_url: {public_url:?} must start with http:// or https://");
+    }
+    let storage = storage_url(&file.storage.url)?;
+    let store_timeout = std_duration("storage.timeout", &file.storage.timeout)?;
+    let media_token_ttl = duration("tokens.media_token_ttl", &file.tokens.media_token_ttl)?;
+    let access_token_ttl = duration("tokens.access_token_ttl", &file.tokens.access_token_ttl)?;
+    let request_timeout = std_duration("limits.request_timeout", &file.limits.request_timeout)?;
+    if !(1024..=16 * 1024 * 1024).contains(&file.limits.body_bytes) {
+        bail!("limits.body_bytes: {} is outside 1024..=16777216", file.limits.body_bytes);
+    }
+    let mut seen_service_providers = HashSet::new();
+    let service_providers = file
+        .service_providers
+        .into_iter()
+        .enumerate()
+        .map(|(index, section)| {
+            let sp = service_provider(index, section)?;
+            if !seen_service_providers.insert(sp.id.clone()) {
+                bail!("service_providers[{index}].id: {} is configured twice", sp.id);
+            }
+            Ok(sp)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Config {
+        listen,
+        storage,
+        demo_enabled: file.demo.enabled,
+        settings: Settings {
+            public_url,
+            media_token_ttl,
+            access_token_ttl,
+            limits: Limits { body_bytes: file.limits.body_bytes, store_timeout, request_timeout, ..Limits::default() },
+            service_providers,
+        },
+    })
+}
+
+fn storage_url(url: &str) -> anyhow::Result<StorageUrl> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            bail!("storage.url: {url:?} names no file; use e.g. \"sqlite://temppass-data/temppass.db\"");
+        }
+        return Ok(StorageUrl::Sqlite(PathBuf::from(path)));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(StorageUrl::Postgres(url.to_owned()));
+    }
+    bail!("storage.url: {url:?} is neither sqlite://PATH nor postgres://…")
+}
+
+fn service_provider(index: usize, section: ServiceProviderSection) -> anyhow::Result<ServiceProvider> {
+    let at = format!("service_providers[{index}]");
+    let id = ServiceProviderId::parse(&section.id).map_err(|e| anyhow!("{at}.id: {:?} {e}", section.id))?;
+    let mut mvpd_ids = HashSet::new();
+    let regular_mvpds = section
+        .mvpds
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mvpd = MvpdId::parse(&m.id).map_err(|e| anyhow!("{at}.mvpds[{i}].id: {:?} {e}", m.id))?;
+            if !mvpd_ids.insert(mvpd.clone()) {
+                bail!("{at}.mvpds[{i}].id: {mvpd} is listed twice");
+            }
+            Ok(RegularMvpd {
+                display_name: m.display_name.unwrap_or_else(|| mvpd.to_string()),
+                id: mvpd,
+                logo_url: m.logo_url,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let temppass_mvpds = section
+        .temppass
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let field = format!("{at}.temppass[{i}]");
+            let mvpd = MvpdId::parse(&t.mvpd).map_err(|e| anyhow!("{field}.mvpd: {:?} {e}", t.mvpd))?;
+            if !mvpd_ids.insert(mvpd.clone()) {
+                bail!("{field}.mvpd: {mvpd} has a second rule (or is also a regular MVPD) for service provider {id}");
+            }
+            let rule = rule(&field, &t)?;
+            Ok(TempPassMvpd {
+                display_name: t.display_name.unwrap_or_else(|| mvpd.to_string()),
+                id: mvpd,
+                logo_url: t.logo_url,
+                rule,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(ServiceProvider {
+        name: section.name.unwrap_or_else(|| id.to_string()),
+        id,
+        domains: section.domains,
+        regular_mvpds,
+        temppass_mvpds,
+    })
+}
+
+fn rule(field: &str, section: &TempPassSection) -> anyhow::Result<Rule> {
+    let ttl = duration(&format!("{field}.ttl"), &section.ttl)?;
+    let kind = match section.kind.as_str() {
+        "basic" => {
+            if section.max_resources.is_some() || section.identity_key.is_some() {
+                bail!("{field}: max_resources and identity_key belong to promotional rules, not basic ones");
+            }
+            RuleKind::Basic
+        }
+        "promotional" => {
+            let max_resources = section
+                .max_resources
+                .ok_or_else(|| anyhow!("{field}.max_resources: a promotional rule needs max_resources (≥ 1)"))?;
+            let max_resources = u32::try_from(max_resources)
+                .ok()
+                .filter(|m| (1..=10_000).contains(m))
+                .ok_or_else(|| anyhow!("{field}.max_resources: {max_resources} is outside 1..=10000"))?;
+            let identity_key = section.identity_key.clone().filter(|k| !k.trim().is_empty()).ok_or_else(|| {
+                anyhow!("{field}.identity_key: a promotional rule needs identity_key, e.g. \"email\"")
+            })?;
+            RuleKind::Promotional { max_resources, identity_key }
+        }
+        other => bail!("{field}.kind: unknown kind {other:?}; expected \"basic\" or \"promotional\""),
+    };
+    let reset = section
+        .reset
+        .as_ref()
+        .map(|r| DailyReset::parse(&r.daily_at, &r.timezone).map_err(|e| anyhow!("{field}.reset: {e}")))
+        .transpose()?;
+    Ok(Rule { kind, ttl, reset })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        match parse(text, []) {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    const ONE_RULE: &str = r#"
+[[service_providers]]
+id = "REF30"
+[[service_providers.temppass]]
+mvpd = "TempPass"
+kind = "basic"
+ttl = "10m"
+"#;
+
+    #[test]
+    fn the_bundled_example_is_valid() {
+        let config = parse(EXAMPLE, []).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(config.storage, StorageUrl::Sqlite(PathBuf::from("temppass-data/temppass.db")));
+        assert_eq!(config.settings.service_providers.len(), 1);
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        let env = [
+            ("TEMPPASS_SERVER__LISTEN".to_owned(), "0.0.0.0:9000".to_owned()),
+            ("TEMPPASS_STORAGE__URL".to_owned(), "sqlite:///tmp/x.db".to_owned()),
+            ("TEMPPASS_TEST_POSTGRES_URL".to_owned(), "postgres://ignored".to_owned()),
+            ("TEMPPASS_DEMO__ENABLED".to_owned(), "false".to_owned()),
+        ];
+        let config = parse(EXAMPLE, env).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.storage, StorageUrl::Sqlite(PathBuf::from("/tmp/x.db")));
+        assert!(!config.demo_enabled);
+    }
+
+    #[test]
+    fn an_unknown_environment_key_is_refused_by_name() {
+        let env = [("TEMPPASS_SERVER__LISTNE".to_owned(), "x".to_owned())];
+        let error = format!("{:#}", parse(EXAMPLE, env).err().map(|e| e.to_string()).unwrap_or_default());
+        assert!(error.contains("listne"), "{error}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        assert!(error_of("[server]\nlisten_on = \"x\"").contains("listen_on"));
+        assert!(error_of(&ONE_RULE.replace("ttl = \"10m\"", "ttl = \"10m\"\nttll = 3")).contains("ttll"));
+    }
+
+    #[test]
+    fn an_unknown_kind_is_refused_naming_the_field() {
+        let error = error_of(&ONE_RULE.replace("basic", "premium"));
+        assert!(error.contains("service_providers[0].temppass[0].kind") && error.contains("premium"), "{error}");
+    }
+
+    #[test]
+    fn zero_negative_and_malformed_ttls_are_refused_naming_the_field() {
+        for ttl in ["0s", "-10m", "ten minutes", "10"] {
+            let error = error_of(&ONE_RULE.replace("\"10m\"", &format!("{ttl:?}")));
+            assert!(error.contains("service_providers[0].temppass[0].ttl"), "{ttl}: {error}");
+        }
+    }
+
+    #[test]
+    fn two_rules_for_one_mvpd_are_refused() {
+        let twice = format!(
+            "{ONE_RULE}\n[[service_providers.temppass]]\nmvpd = \"TempPass\"\nkind = \"basic\"\nttl = \"4h\"\n"
+        );
+        let error = error_of(&twice);
+        assert!(error.contains("service_providers[0].temppass[1].mvpd") && error.contains("second rule"), "{error}");
+    }
+
+    #[test]
+    fn a_promotional_rule_without_max_resources_is_refused() {
+        let error = error_of(&ONE_RULE.replace("kind = \"basic\"", "kind = \"promotional\"\nidentity_key = \"email\""));
+        assert!(error.contains("service_providers[0].temppass[0].max_resources"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_reset_schedule_is_refused_naming_the_field() {
+        let bad_zone = ONE_RULE
+            .replace("ttl = \"10m\"", "ttl = \"10m\"\nreset = { daily_at = \"00:00\", timezone = \"Nowhere/City\" }");
+        assert!(error_of(&bad_zone).contains("service_providers[0].temppass[0].reset"));
+        let bad_time =
+            ONE_RULE.replace("ttl = \"10m\"", "ttl = \"10m\"\nreset = { daily_at = \"25:00\", timezone = \"UTC\" }");
+        assert!(error_of(&bad_time).contains("25:00"));
+    }
+
+    #[test]
+    fn a_bad_duration_elsewhere_is_refused_naming_the_field() {
+        assert!(error_of("[tokens]\nmedia_token_ttl = \"7 minutes\"").contains("tokens.media_token_ttl"));
+        assert!(error_of("[storage]\nurl = \"mysql://x\"").contains("storage.url"));
+    }
+}

@@ -1,0 +1,94 @@
+//! `temppass serve`: open the store, load the keys, serve until a signal.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use temppass_http::AppState;
+use temppass_http::clock::SystemClock;
+use temppass_store::Store;
+use temppass_store_sqlite::{SqliteOptions, SqliteStore};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{self, Config, StorageUrl};
+
+/// How often a server re-reads signing keys, so `temppass key rotate` reaches it.
+const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+
+pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let config = config::load(config_path, std::env::vars())?;
+    let store = open_store(&config)?;
+    let state = AppState::new(config.settings.clone(), store, Arc::new(SystemClock))
+        .await
+        .context("cannot load the signing keys")?;
+    if config.demo_enabled {
+        tracing::warn!("[demo] enabled = true, but the demo pages are not built yet; /demo/ is not served");
+    }
+    let reloader = state.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(KEY_RELOAD_INTERVAL);
+        loop {
+            interval.tick().await;
+            if let Err(error) = reloader.reload_keys().await {
+                tracing::warn!(%error, "cannot re-read signing keys; keeping the current ones");
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr().context("cannot read the listening address")?;
+    tracing::info!(%address, public_url = %config.settings.public_url, "temppass is listening");
+    println!("temppass listening on http://{address}");
+    axum::serve(listener, temppass_http::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the server failed")?;
+    tracing::info!("temppass stopped");
+    Ok(())
+}
+
+/// Opens the configured store (shared by `serve` and the admin commands).
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match &config.storage {
+        StorageUrl::Sqlite(path) => {
+            let store = SqliteStore::open(
+                path,
+                SqliteOptions { busy_timeout: config.settings.limits.store_timeout, ..SqliteOptions::default() },
+            )
+            .with_context(|| format!("cannot open the SQLite store {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        StorageUrl::Postgres(_) => {
+            bail!("storage.url: the PostgreSQL backend is not available in this version yet; use sqlite://PATH")
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
