@@ -1,0 +1,185 @@
+//! Starting the real binary and talking to it over HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_temppass");
+
+/// A configuration in a temporary directory, with its SQLite file beside it.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// A sandbox whose basic TempPass rule lasts `ttl`.
+    pub fn new(ttl: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let db = dir.path().join("data/temppass.db");
+        let config = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://temppass.test"
+
+[storage]
+url = "sqlite://{}"
+
+[[service_providers]]
+id = "REF30"
+name = "Reference"
+domains = ["example.com"]
+mvpds = [{{ id = "Cablevision", display_name = "Cablevision" }}]
+
+[[service_providers.temppass]]
+mvpd = "TempPass"
+kind = "basic"
+ttl = "{ttl}"
+
+[[service_providers]]
+id = "OTHER"
+
+[[service_providers.temppass]]
+mvpd = "TempPass"
+kind = "basic"
+ttl = "{ttl}"
+"#,
+            db.display()
+        );
+        std::fs::write(dir.path().join("temppass.toml"), config).unwrap_or_else(|e| panic!("write config: {e}"));
+        Self { dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("temppass.toml")
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(BIN);
+        command.args(args).env_remove("RUST_LOG");
+        if args.first() != Some(&"token") {
+            command.arg("--config").arg(self.config());
+        }
+        command.output().unwrap_or_else(|e| panic!("run temppass {args:?}: {e}"))
+    }
+
+    /// Creates an application and returns its software statement.
+    pub fn create_app(&self, name: &str, service_providers: &[&str]) -> String {
+        let mut args = vec!["app", "create", "--name", name, "--scope", "api:client:v2", "--service-provider"];
+        args.extend_from_slice(service_providers);
+        let output = self.run(&args);
+        assert!(output.status.success(), "app create failed: {}", String::from_utf8_lossy(&output.stderr));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        stdout.lines().last().unwrap_or_default().trim().to_owned()
+    }
+
+    pub fn start(&self) -> Server {
+        Server::start(&self.config())
+    }
+}
+
+/// A running `temppass serve`; killed (SIGKILL) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Server {
+    fn start(config: &Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn temppass serve: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap_or_else(|e| panic!("read stdout: {e}"));
+        let base = line
+            .trim()
+            .strip_prefix("temppass listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Self { child, base }
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn device(id: &str) -> String {
+    format!("fingerprint {}", STANDARD.encode(id))
+}
+
+pub async fn json(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await.unwrap_or_else(|e| panic!("response is not JSON: {e}"));
+    (status, body)
+}
+
+/// Registers a client with the statement and returns an access token.
+pub async fn access_token(base: &str, statement: &str) -> String {
+    let client = reqwest::Client::new();
+    let (status, registered) = json(
+        client
+            .post(format!("{base}/o/client/register"))
+            .json(&serde_json::json!({ "software_statement": statement }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("register: {e}")),
+    )
+    .await;
+    assert_eq!(status, 201, "{registered}");
+    let form = [
+        ("client_id", registered["client_id"].as_str().unwrap_or_default()),
+        ("client_secret", registered["client_secret"].as_str().unwrap_or_default()),
+        ("grant_type", "client_credentials"),
+    ];
+    let body = serde_urlencoded(&form);
+    let (status, token) = json(
+        client
+            .post(format!("{base}/o/client/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("token: {e}")),
+    )
+    .await;
+    assert_eq!(status, 201, "{token}");
+    token["access_token"].as_str().unwrap_or_default().to_owned()
+}
+
+fn serde_urlencoded(pairs: &[(&str, &str)]) -> String {
+    // Secrets are URL-safe base64 and ids are UUIDs, so no escaping is needed.
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+}
+
+pub async fn authorize(base: &str, token: &str, sp: &str, device_id: &str, resource: &str) -> (u16, Value) {
+    json(
+        reqwest::Client::new()
+            .post(format!("{base}/api/v2/{sp}/decisions/authorize/TempPass"))
+            .bearer_auth(token)
+            .header("AP-Device-Identifier", device(device_id))
+            .json(&serde_json::json!({ "resources": [resource] }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("authorize: {e}")),
+    )
+    .await
+}
