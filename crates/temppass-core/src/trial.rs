@@ -5,7 +5,8 @@
 
 use crate::{DurationMs, ResourceId, Rule, RuleKind, Timestamp};
 
-/// A backend's id for a trial; opaque to everyone else.
+/// A backend's id for a trial; opaque to everyone else. Never reused, even
+/// after the trial is reset or merged away: media tokens carry a `sid` derived from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrialId(pub i64);
 

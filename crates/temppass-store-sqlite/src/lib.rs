@@ -176,6 +176,8 @@ impl Store for SqliteStore {
         resource: &ResourceId,
         now: Timestamp,
     ) -> Result<AuthorizeOutcome, StoreError> {
+        // The rule and the clock decide which trials count, whatever the caller passed.
+        let lookup = TrialLookup { valid_since: rule.valid_since(now), ..lookup };
         // Most authorizations continue a trial that needs no write: answer those from a reader.
         if let Some(outcome) = self.read(|conn| trials::authorize_without_write(conn, lookup, rule, resource, now))? {
             return Ok(outcome);

@@ -63,7 +63,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Decides and records one authorization atomically: finds (or merges) the
     /// trial, applies [`temppass_core::authorize`] and writes its update, so
-    /// concurrent calls behave as if they ran one after another.
+    /// concurrent calls behave as if they ran one after another. Which trials
+    /// count is `rule.valid_since(now)`; `lookup.valid_since` is ignored here.
     async fn authorize(
         &self,
         lookup: TrialLookup<'_>,

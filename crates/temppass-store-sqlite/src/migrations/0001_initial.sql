@@ -2,8 +2,10 @@
 -- A trial is found through a binding: (service provider, mvpd, key kind, key) -> trial.
 -- A binding counts only while its generation equals the current generation of
 -- its (service provider, mvpd, key kind): bumping that number is the O(1) "reset all".
+-- AUTOINCREMENT: a trial id is never reused, even after a reset or a merge
+-- deleted the newest trial, because media tokens carry a `sid` derived from it.
 CREATE TABLE trials (
-    id               INTEGER PRIMARY KEY,
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
     service_provider TEXT    NOT NULL,
     mvpd             TEXT    NOT NULL,
     started_at_ms    INTEGER NOT NULL,
