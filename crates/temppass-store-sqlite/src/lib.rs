@@ -21,8 +21,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
 use temppass_store::{
-    AccessGrant, AccessToken, Application, AuthorizeOutcome, Client, Session, Store, StoreError, StoredSigningKey,
-    TrialLookup,
+    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, Client, ReclaimReport, Session, Store, StoreError,
+    StoredSigningKey, TrialLookup,
 };
 
 /// How the SQLite store is opened.
@@ -45,6 +45,7 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    reclaim_cursor: Arc<Mutex<trials::ReclaimCursor>>,
     path: PathBuf,
 }
 
@@ -89,7 +90,13 @@ impl SqliteStore {
                 Ok(Mutex::new(reader))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(Self { writer: Arc::new(Mutex::new(writer)), readers, next_reader: AtomicUsize::new(0), path })
+        Ok(Self {
+            writer: Arc::new(Mutex::new(writer)),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            reclaim_cursor: Arc::default(),
+            path,
+        })
     }
 
     /// Runs a read inline on the calling thread with a reader connection.
@@ -244,6 +251,36 @@ impl Store for SqliteStore {
     async fn update_session(&self, session: &Session) -> Result<(), StoreError> {
         let session = session.clone();
         self.write(move |tx| records::update_session(tx, &session)).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.write(move |tx| records::insert_api_key(tx, &key)).await
+    }
+
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        self.read(|conn| records::find_api_key(conn, key_hash))
+    }
+
+    async fn revoke_api_key(&self, key_hash: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let key_hash = key_hash.to_owned();
+        self.write(move |tx| records::revoke_api_key(tx, &key_hash, now)).await
+    }
+
+    async fn reclaim(&self, now: Timestamp, budget: usize) -> Result<ReclaimReport, StoreError> {
+        let cursor = Arc::clone(&self.reclaim_cursor);
+        let budget = budget.max(1);
+        self.write(move |tx| {
+            let mut cursor = lock(&cursor);
+            let mut walked = cursor.clone();
+            let (bindings, trials, pass_complete) =
+                trials::reclaim_bindings(tx, &mut walked, budget).map_err(to_store_error)?;
+            let (sessions, access_tokens) = records::reclaim_expired(tx, now, budget).map_err(to_store_error)?;
+            // Should the commit fail, the range is simply walked again in the next pass.
+            *cursor = walked;
+            Ok(ReclaimReport { bindings, trials, sessions, access_tokens, pass_complete })
+        })
+        .await
     }
 
     async fn ensure_signing_key(&self, candidate: &StoredSigningKey) -> Result<Vec<StoredSigningKey>, StoreError> {

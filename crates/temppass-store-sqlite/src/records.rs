@@ -3,7 +3,7 @@
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use temppass_core::{DeviceId, MvpdId, ServiceProviderId, Timestamp};
-use temppass_store::{AccessGrant, AccessToken, Application, Client, Session, StoreError, StoredSigningKey};
+use temppass_store::{AccessGrant, AccessToken, ApiKey, Application, Client, Session, StoreError, StoredSigningKey};
 
 use crate::to_store_error;
 
@@ -227,4 +227,61 @@ pub(crate) fn signing_keys(conn: &Connection) -> rusqlite::Result<Vec<StoredSign
             Ok(StoredSigningKey { kid: row.get(0)?, seed, created_at: timestamp(row, 2)? })
         })?
         .collect()
+}
+
+pub(crate) fn insert_api_key(conn: &Connection, key: &ApiKey) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO api_keys (key_hash, service_provider, created_at_ms, revoked_at_ms) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            key.key_hash,
+            key.service_provider.as_str(),
+            key.created_at.as_millis(),
+            key.revoked_at.map(Timestamp::as_millis),
+        ])
+    })
+    .map_err(to_store_error)?;
+    Ok(())
+}
+
+pub(crate) fn find_api_key(conn: &Connection, key_hash: &str) -> rusqlite::Result<Option<ApiKey>> {
+    conn.prepare_cached(
+        "SELECT key_hash, service_provider, created_at_ms, revoked_at_ms FROM api_keys WHERE key_hash = ?1",
+    )?
+    .query_row(params![key_hash], |row| {
+        let sp: String = row.get(1)?;
+        Ok(ApiKey {
+            key_hash: row.get(0)?,
+            service_provider: ServiceProviderId::parse(&sp).map_err(|e| conversion(1, e))?,
+            created_at: timestamp(row, 2)?,
+            revoked_at: row.get::<_, Option<i64>>(3)?.map(Timestamp::from_millis),
+        })
+    })
+    .optional()
+}
+
+pub(crate) fn revoke_api_key(conn: &Connection, key_hash: &str, now: Timestamp) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached("UPDATE api_keys SET revoked_at_ms = ?2 WHERE key_hash = ?1 AND revoked_at_ms IS NULL")
+        .and_then(|mut s| s.execute(params![key_hash, now.as_millis()]))
+        .map_err(to_store_error)?;
+    Ok(changed > 0)
+}
+
+/// Deletes up to `budget` expired sessions and access tokens. Returns `(sessions, access_tokens)`.
+pub(crate) fn reclaim_expired(conn: &Connection, now: Timestamp, budget: usize) -> rusqlite::Result<(usize, usize)> {
+    let sessions = conn
+        .prepare_cached(
+            "DELETE FROM sessions WHERE code IN
+               (SELECT code FROM sessions WHERE expires_at_ms <= ?1 ORDER BY expires_at_ms LIMIT ?2)",
+        )?
+        .execute(params![now.as_millis(), budget as i64])?;
+    let tokens = conn
+        .prepare_cached(
+            "DELETE FROM access_tokens WHERE token_hash IN
+               (SELECT token_hash FROM access_tokens WHERE expires_at_ms <= ?1 ORDER BY expires_at_ms LIMIT ?2)",
+        )?
+        .execute(params![now.as_millis(), budget as i64])?;
+    Ok((sessions, tokens))
 }

@@ -210,7 +210,16 @@ fn absorb(conn: &Connection, survivor: &Trial, absorbed: &Trial) -> rusqlite::Re
     Ok(())
 }
 
+/// Binds a key to a trial. A trial the key pointed to before (one that a
+/// scheduled reset made absent) is deleted once nothing else finds it: lazy,
+/// O(1) reclaiming on the path that made it garbage.
 fn bind(conn: &Connection, scope: &RuleScope, kind: KeyKind, key: &str, trial: TrialId) -> rusqlite::Result<()> {
+    let previous: Option<i64> = conn
+        .prepare_cached(
+            "SELECT trial_id FROM bindings WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = ?3 AND key = ?4",
+        )?
+        .query_row(params![scope.service_provider.as_str(), scope.mvpd.as_str(), kind as i64, key], |row| row.get(0))
+        .optional()?;
     conn.prepare_cached(
         "INSERT INTO bindings (service_provider, mvpd, key_kind, key, generation, trial_id)
          VALUES (?1, ?2, ?3, ?4, COALESCE(
@@ -219,7 +228,15 @@ fn bind(conn: &Connection, scope: &RuleScope, kind: KeyKind, key: &str, trial: T
          DO UPDATE SET generation = excluded.generation, trial_id = excluded.trial_id",
     )?
     .execute(params![scope.service_provider.as_str(), scope.mvpd.as_str(), kind as i64, key, trial.0])?;
+    if let Some(previous) = previous.filter(|p| *p != trial.0) {
+        delete_if_unbound(conn, previous)?;
+    }
     Ok(())
+}
+
+fn delete_if_unbound(conn: &Connection, trial: i64) -> rusqlite::Result<usize> {
+    conn.prepare_cached("DELETE FROM trials WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM bindings WHERE trial_id = ?1)")?
+        .execute(params![trial])
 }
 
 /// Removes one binding (and its trial once nothing finds it), or all bindings of a kind in O(1).
@@ -251,10 +268,50 @@ fn reset_one(conn: &Connection, sp: &str, mvpd: &str, kind: KeyKind, key: &str) 
         .into_iter()
         .next();
     if let Some(trial) = trial {
-        conn.prepare_cached(
-            "DELETE FROM trials WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM bindings WHERE trial_id = ?1)",
-        )?
-        .execute(params![trial])?;
+        delete_if_unbound(conn, trial)?;
     }
     Ok(())
+}
+
+/// Where the reclaiming walk over bindings stopped: the last primary key it saw.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReclaimCursor(Option<(String, String, i64, String)>);
+
+/// Removes up to `budget` superseded bindings (and the trials only they found),
+/// walking the bindings in primary-key order from `cursor`.
+/// Returns `(bindings, trials, pass_complete)`.
+pub(crate) fn reclaim_bindings(
+    conn: &Connection,
+    cursor: &mut ReclaimCursor,
+    budget: usize,
+) -> rusqlite::Result<(usize, usize, bool)> {
+    let (sp, mvpd, kind, key) = cursor.0.clone().unwrap_or_else(|| (String::new(), String::new(), -1, String::new()));
+    let rows: Vec<(String, String, i64, String, i64, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT b.service_provider, b.mvpd, b.key_kind, b.key, b.generation, b.trial_id,
+                    COALESCE(g.generation, 0)
+             FROM bindings b LEFT JOIN generations g
+               ON g.service_provider = b.service_provider AND g.mvpd = b.mvpd AND g.key_kind = b.key_kind
+             WHERE (b.service_provider, b.mvpd, b.key_kind, b.key) > (?1, ?2, ?3, ?4)
+             ORDER BY b.service_provider, b.mvpd, b.key_kind, b.key
+             LIMIT ?5",
+        )?
+        .query_map(params![sp, mvpd, kind, key, budget as i64], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let pass_complete = rows.len() < budget;
+    let (mut bindings, mut trials) = (0, 0);
+    for (sp, mvpd, kind, key, generation, trial, current) in &rows {
+        if generation < current {
+            bindings += conn
+                .prepare_cached(
+                    "DELETE FROM bindings WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = ?3 AND key = ?4",
+                )?
+                .execute(params![sp, mvpd, kind, key])?;
+            trials += delete_if_unbound(conn, *trial)?;
+        }
+    }
+    cursor.0 = if pass_complete { None } else { rows.last().map(|r| (r.0.clone(), r.1.clone(), r.2, r.3.clone())) };
+    Ok((bindings, trials, pass_complete))
 }

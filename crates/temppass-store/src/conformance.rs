@@ -29,8 +29,8 @@ use temppass_core::{
 use tokio::sync::Barrier;
 
 use crate::{
-    AccessGrant, AccessToken, Application, AuthorizeOutcome, Client, Session, Store, StoreError, StoredSigningKey,
-    TrialLookup,
+    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, Client, ReclaimReport, Session, Store, StoreError,
+    StoredSigningKey, TrialLookup,
 };
 
 /// Expands to one `#[tokio::test]` per conformance case, each calling
@@ -74,6 +74,9 @@ macro_rules! conformance_tests {
             ensuring_a_signing_key_keeps_the_first_one,
             concurrent_ensures_store_exactly_one_signing_key,
             added_signing_keys_come_newest_first,
+            api_keys_are_created_found_and_revoked,
+            reclaiming_after_a_reset_all_removes_superseded_bindings_and_their_trials_only,
+            reclaiming_removes_expired_sessions_and_access_tokens_only,
         );
     };
 }
@@ -155,6 +158,22 @@ impl<G: Send + Sync + 'static> Store for StoreWithGuard<G> {
 
     async fn update_session(&self, session: &Session) -> Result<(), StoreError> {
         self.store.update_session(session).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        self.store.create_api_key(key).await
+    }
+
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        self.store.find_api_key(key_hash).await
+    }
+
+    async fn revoke_api_key(&self, key_hash: &str, now: Timestamp) -> Result<bool, StoreError> {
+        self.store.revoke_api_key(key_hash, now).await
+    }
+
+    async fn reclaim(&self, now: Timestamp, budget: usize) -> Result<ReclaimReport, StoreError> {
+        self.store.reclaim(now, budget).await
     }
 
     async fn ensure_signing_key(&self, candidate: &StoredSigningKey) -> Result<Vec<StoredSigningKey>, StoreError> {
@@ -1165,4 +1184,118 @@ pub async fn added_signing_keys_come_newest_first(store: Arc<dyn Store>) {
         vec![newest, middle, oldest],
         "ensure_signing_key added a key to a store that had some"
     );
+}
+
+// --- API keys and reclaiming ----------------------------------------------
+
+pub async fn api_keys_are_created_found_and_revoked(store: Arc<dyn Store>) {
+    let key = ApiKey {
+        key_hash: "a".repeat(64),
+        service_provider: service_provider("REF30"),
+        created_at: at(T0_MS),
+        revoked_at: None,
+    };
+    store.create_api_key(&key).await.unwrap_or_else(|e| panic!("create_api_key: {e}"));
+    let found = store.find_api_key(&key.key_hash).await.unwrap_or_else(|e| panic!("find_api_key: {e}"));
+    assert_eq!(found.as_ref(), Some(&key));
+    assert_eq!(store.find_api_key(&"b".repeat(64)).await.ok().flatten(), None, "an unknown hash found a key");
+    assert!(matches!(store.create_api_key(&key).await, Err(StoreError::Conflict(_))), "a duplicate key was stored");
+    let revoked = store.revoke_api_key(&key.key_hash, at(T0_MS + 5)).await.unwrap_or_else(|e| panic!("revoke: {e}"));
+    assert!(revoked, "revoking a live key answered false");
+    let again = store.revoke_api_key(&key.key_hash, at(T0_MS + 6)).await.unwrap_or_else(|e| panic!("revoke: {e}"));
+    assert!(!again, "revoking twice answered true");
+    let found = store.find_api_key(&key.key_hash).await.unwrap_or_else(|e| panic!("find_api_key: {e}"));
+    assert_eq!(found.and_then(|k| k.revoked_at), Some(at(T0_MS + 5)));
+}
+
+/// Calls `reclaim` until a pass completes, with a small budget so several calls are needed.
+async fn reclaim_fully(store: &dyn Store, now_ms: i64) -> ReclaimReport {
+    let mut total = ReclaimReport::default();
+    for _ in 0..1000 {
+        let report = store.reclaim(at(now_ms), 3).await.unwrap_or_else(|e| panic!("reclaim: {e}"));
+        total.bindings += report.bindings;
+        total.trials += report.trials;
+        total.sessions += report.sessions;
+        total.access_tokens += report.access_tokens;
+        if report.pass_complete && report.removed() == 0 {
+            total.pass_complete = true;
+            return total;
+        }
+    }
+    panic!("reclaim never completed a pass that removed nothing");
+}
+
+pub async fn reclaiming_after_a_reset_all_removes_superseded_bindings_and_their_trials_only(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let rule = promotional_rule(3, "1d");
+    let [here, other_mvpd, other_sp] = three_scopes();
+    // Ten device-only trials under `here`, one trial bound to a device and an identity, and trials elsewhere.
+    for n in 0..10 {
+        permit(store, &Keys::device(&here, &format!("device-{n}")), &rule, "res", T0_MS).await;
+    }
+    let both = Keys::promotional(&here, "shared-device", "viewer@example.com");
+    let both_trial = permit(store, &both, &rule, "res", T0_MS).await;
+    let elsewhere = [Keys::device(&other_mvpd, "device-0"), Keys::device(&other_sp, "device-0")];
+    let mut elsewhere_trials = Vec::new();
+    for keys in &elsewhere {
+        elsewhere_trials.push(permit(store, keys, &rule, "res", T0_MS).await);
+    }
+
+    store.reset_devices(&here, None).await.unwrap_or_else(|e| panic!("reset_devices: {e}"));
+    let report = reclaim_fully(store, T0_MS + 1).await;
+    assert_eq!(report.bindings, 11, "every superseded device binding should go: {report:?}");
+    assert_eq!(report.trials, 10, "the ten device-only trials should go, the one with an identity stays: {report:?}");
+
+    let by_identity = Keys { device: DeviceId::parse("new-device").unwrap_or_else(|e| panic!("{e}")), ..both.clone() };
+    assert_same_trial(&found(store, &by_identity).await, &both_trial, "the identity's trial after reclaiming");
+    for (keys, trial) in elsewhere.iter().zip(&elsewhere_trials) {
+        assert_same_trial(&found(store, keys).await, trial, "a trial of another scope after reclaiming");
+    }
+    for n in 0..10 {
+        assert_eq!(find(store, &Keys::device(&here, &format!("device-{n}"))).await, None);
+    }
+    let again = reclaim_fully(store, T0_MS + 2).await;
+    assert_eq!(again.removed(), 0, "a second pass found more to remove: {again:?}");
+}
+
+pub async fn reclaiming_removes_expired_sessions_and_access_tokens_only(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let application = Application {
+        id: "app-reclaim".into(),
+        name: "reclaim".into(),
+        service_providers: vec![service_provider("REF30")],
+        scopes: vec!["api:client:v2".into()],
+        created_at: at(T0_MS),
+        revoked_at: None,
+    };
+    store.create_application(&application).await.unwrap_or_else(|e| panic!("create_application: {e}"));
+    for (n, expires_ms) in [(0, T0_MS + MINUTE_MS), (1, T0_MS + HOUR_MS)] {
+        let token = AccessToken {
+            id: format!("token-{n}"),
+            token_hash: format!("{n:064}"),
+            client_id: "client".into(),
+            application_id: application.id.clone(),
+            scopes: vec!["api:client:v2".into()],
+            created_at: at(T0_MS),
+            expires_at: at(expires_ms),
+        };
+        store.create_access_token(&token).await.unwrap_or_else(|e| panic!("create_access_token: {e}"));
+        let session = Session {
+            code: format!("CODE000{n}"),
+            service_provider: service_provider("REF30"),
+            device: None,
+            mvpd: None,
+            domain_name: None,
+            redirect_url: None,
+            created_at: at(T0_MS),
+            expires_at: at(expires_ms),
+        };
+        store.create_session(&session).await.unwrap_or_else(|e| panic!("create_session: {e}"));
+    }
+    let report = reclaim_fully(store, T0_MS + 2 * MINUTE_MS).await;
+    assert_eq!((report.sessions, report.access_tokens), (1, 1), "{report:?}");
+    assert!(store.find_session("CODE0000").await.ok().flatten().is_none(), "the expired session is still there");
+    assert!(store.find_session("CODE0001").await.ok().flatten().is_some(), "a live session was removed");
+    assert!(store.find_access_grant(&format!("{:064}", 0)).await.ok().flatten().is_none());
+    assert!(store.find_access_grant(&format!("{:064}", 1)).await.ok().flatten().is_some());
 }

@@ -15,7 +15,7 @@ pub mod conformance;
 use async_trait::async_trait;
 use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
 
-pub use records::{AccessGrant, AccessToken, Application, Client, Session, StoredSigningKey};
+pub use records::{AccessGrant, AccessToken, ApiKey, Application, Client, ReclaimReport, Session, StoredSigningKey};
 
 /// Failures of the store itself. Denials are not errors: see [`AuthorizeOutcome`].
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +100,22 @@ pub trait Store: Send + Sync + 'static {
     async fn create_session(&self, session: &Session) -> Result<(), StoreError>;
     async fn find_session(&self, code: &str) -> Result<Option<Session>, StoreError>;
     async fn update_session(&self, session: &Session) -> Result<(), StoreError>;
+
+    // --- legacy reset API keys (SPEC.md §7) ---
+
+    async fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError>;
+    /// Marks the key revoked; `false` when there is none (or it already was).
+    async fn revoke_api_key(&self, key_hash: &str, now: Timestamp) -> Result<bool, StoreError>;
+
+    // --- housekeeping ---
+
+    /// Reclaims the storage of what nothing can find any more: bindings of a
+    /// superseded generation (after an "all" reset), trials no binding points
+    /// to, expired sessions and access tokens. Does at most about `budget` rows
+    /// of work in one short transaction and resumes where it stopped on the
+    /// next call, so it never holds the store long; never on a request path.
+    async fn reclaim(&self, now: Timestamp, budget: usize) -> Result<ReclaimReport, StoreError>;
 
     // --- signing keys (SPEC.md §8, §9) ---
 

@@ -69,3 +69,29 @@ impl std::fmt::Debug for StoredSigningKey {
         f.debug_struct("StoredSigningKey").field("kid", &self.kid).field("created_at", &self.created_at).finish()
     }
 }
+
+/// A legacy reset API key (seed 000), bound to one service provider. Only its hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub key_hash: String,
+    pub service_provider: ServiceProviderId,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// What one [`crate::Store::reclaim`] call removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReclaimReport {
+    pub bindings: usize,
+    pub trials: usize,
+    pub sessions: usize,
+    pub access_tokens: usize,
+    /// True when the call found nothing more to scan in this pass (the next call starts a new pass).
+    pub pass_complete: bool,
+}
+
+impl ReclaimReport {
+    pub fn removed(&self) -> usize {
+        self.bindings + self.trials + self.sessions + self.access_tokens
+    }
+}

@@ -63,6 +63,16 @@ CREATE TABLE access_tokens (
     expires_at_ms  INTEGER NOT NULL
 );
 
+CREATE INDEX access_tokens_by_expiry ON access_tokens (expires_at_ms);
+
+-- Legacy reset API keys (SPEC.md §7), kept as SHA-256 hashes.
+CREATE TABLE api_keys (
+    key_hash         TEXT    PRIMARY KEY,
+    service_provider TEXT    NOT NULL,
+    created_at_ms    INTEGER NOT NULL,
+    revoked_at_ms    INTEGER
+);
+
 -- Second-screen sessions (SPEC.md §3), found by their short code.
 CREATE TABLE sessions (
     code             TEXT    PRIMARY KEY,
@@ -74,6 +84,8 @@ CREATE TABLE sessions (
     created_at_ms    INTEGER NOT NULL,
     expires_at_ms    INTEGER NOT NULL
 );
+
+CREATE INDEX sessions_by_expiry ON sessions (expires_at_ms);
 
 -- Media token signing keys (SPEC.md §8): created once, never regenerated.
 CREATE TABLE signing_keys (
