@@ -29,15 +29,28 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 512).then_some(token)
 }
 
-/// A valid, unexpired token of an application that is not revoked, or the reason why not.
-pub(crate) async fn grant(state: &AppState, headers: &HeaderMap) -> Result<Option<AccessGrant>, ApiError> {
+/// What the `Authorization` header amounts to.
+pub(crate) enum Bearer {
+    /// No header, another scheme, or an unknown or expired token.
+    Invalid,
+    /// A known, unexpired token whose application was revoked.
+    Revoked,
+    Valid(AccessGrant),
+}
+
+pub(crate) async fn bearer_grant(state: &AppState, headers: &HeaderMap) -> Result<Bearer, ApiError> {
     let Some(token) = bearer(headers) else {
-        return Ok(None);
+        return Ok(Bearer::Invalid);
     };
     let hash = secret_hash(token);
     let grant = state.store_call(state.store().find_access_grant(&hash)).await?;
     let now = state.now();
-    Ok(grant.filter(|g| now < g.token.expires_at && g.application.revoked_at.is_none()))
+    Ok(match grant {
+        Some(grant) if now < grant.token.expires_at => {
+            if grant.application.revoked_at.is_some() { Bearer::Revoked } else { Bearer::Valid(grant) }
+        }
+        _ => Bearer::Invalid,
+    })
 }
 
 /// The checks every `/api/v2` call starts with, in the order of SPEC.md §5.
@@ -46,10 +59,10 @@ pub(crate) async fn api_call<'s>(
     headers: &HeaderMap,
     service_provider: &str,
 ) -> Result<(usize, &'s ServiceProvider), ApiError> {
-    let grant = grant(state, headers).await?;
-    let grant = grant
-        .filter(|g| g.token.scopes.iter().any(|s| s == SCOPE_API))
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidAccessTokenClientApplication))?;
+    let grant = match bearer_grant(state, headers).await? {
+        Bearer::Valid(grant) if grant.token.scopes.iter().any(|s| s == SCOPE_API) => grant,
+        _ => return Err(ApiError::new(ErrorCode::InvalidAccessTokenClientApplication)),
+    };
     let (index, sp) = state
         .service_provider(service_provider)
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidParameterServiceProvider))?;

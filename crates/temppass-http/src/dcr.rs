@@ -41,7 +41,7 @@ pub fn issue_software_statement(key: &SigningKey, issuer: &str, application: &Ap
 }
 
 /// A random 256-bit secret, URL-safe.
-pub(crate) fn random_secret() -> String {
+pub fn random_secret() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);

@@ -29,6 +29,11 @@ pub enum ErrorCode {
     InvalidAccessTokenClientApplication,
     PayloadTooLarge,
     InternalServerError,
+    // The reset API's own codes (SPEC.md §7 gives statuses, not codes).
+    InvalidParameterDeviceId,
+    InvalidParameterKey,
+    ResetNotPermitted,
+    ApiKeyMissing,
 }
 
 /// What the client should do next (Adobe's `action` field).
@@ -74,6 +79,10 @@ impl ErrorCode {
             InvalidAccessTokenClientApplication => "invalid_access_token_client_application",
             PayloadTooLarge => "payload_too_large",
             InternalServerError => "internal_server_error",
+            InvalidParameterDeviceId => "invalid_parameter_device_id",
+            InvalidParameterKey => "invalid_parameter_key",
+            ResetNotPermitted => "reset_not_permitted",
+            ApiKeyMissing => "api_key_missing",
         }
     }
 
@@ -92,7 +101,11 @@ impl ErrorCode {
             | InvalidParameterMvpd
             | InvalidParameterResources
             | InvalidParameterCode
-            | InvalidAuthenticationSession => (StatusCode::BAD_REQUEST, Action::None),
+            | InvalidAuthenticationSession
+            | InvalidParameterDeviceId
+            | InvalidParameterKey => (StatusCode::BAD_REQUEST, Action::None),
+            ResetNotPermitted => (StatusCode::FORBIDDEN, Action::ApplicationRegistration),
+            ApiKeyMissing => (StatusCode::UNAUTHORIZED, Action::ApplicationRegistration),
             TooManyResources => (StatusCode::FORBIDDEN, Action::Configuration),
             AuthenticatedProfileMissing => (StatusCode::FORBIDDEN, Action::Authentication),
             InvalidAccessTokenServiceProvider | InvalidAccessTokenClientApplication => {
@@ -128,6 +141,10 @@ impl ErrorCode {
             }
             PayloadTooLarge => "The request body is too large.",
             InternalServerError => "The server encountered an internal error.",
+            InvalidParameterDeviceId => "The device_id parameter value is invalid.",
+            InvalidParameterKey => "The key parameter value is invalid.",
+            ResetNotPermitted => "The credentials are not allowed to reset temporary passes of this service provider.",
+            ApiKeyMissing => "The ApiKey header is missing.",
         }
     }
 }
@@ -221,7 +238,8 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = json_response(status, &self.0);
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            let scheme = if self.0.code == ErrorCode::ApiKeyMissing.as_str() { "ApiKey" } else { "Bearer" };
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
         }
         response
     }

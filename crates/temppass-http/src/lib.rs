@@ -10,6 +10,7 @@ pub mod clock;
 mod dcr;
 pub mod error;
 mod headers;
+mod reset;
 pub mod settings;
 mod state;
 mod wire;
@@ -21,9 +22,9 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
-pub use dcr::issue_software_statement;
+pub use dcr::{issue_software_statement, random_secret};
 pub use state::{AppState, KeySet, load_or_create_keys};
 
 use crate::error::{Action, ApiError, ErrorBody, ErrorCode, json_bytes_response, json_response};
@@ -45,6 +46,11 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/v2", api)
         .route("/o/client/register", post(dcr::register))
         .route("/o/client/token", post(dcr::token))
+        .route("/reset-tempass/v3/reset", delete(reset::reset_devices))
+        .route("/reset-tempass/v3/reset/generic", delete(reset::reset_identities))
+        .route("/reset-tempass/v2.1/reset", delete(reset::reset_devices))
+        .route("/reset-tempass/v2.1/reset/generic", delete(reset::reset_identities))
+        .route("/reset-tempass/v2/reset", delete(reset::reset_devices_with_api_key))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/health", get(health))
         .layer(DefaultBodyLimit::max(limits.body_bytes))

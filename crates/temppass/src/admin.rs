@@ -4,9 +4,9 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use temppass_core::ServiceProviderId;
-use temppass_http::auth::SCOPES;
+use temppass_http::auth::{SCOPES, secret_hash};
 use temppass_http::clock::{Clock, SystemClock};
-use temppass_store::{Application, StoredSigningKey};
+use temppass_store::{ApiKey, Application, StoredSigningKey};
 use temppass_token::SigningKey;
 
 use crate::config;
@@ -87,5 +87,36 @@ pub async fn rotate_key(config_path: Option<&Path>) -> anyhow::Result<()> {
     let stored = StoredSigningKey { kid: key.kid().to_owned(), seed: key.seed(), created_at: SystemClock.now() };
     store.add_signing_key(&stored).await.context("cannot store the new signing key")?;
     println!("signing key {} added; servers sign with it within 60 s", key.kid());
+    Ok(())
+}
+
+pub async fn create_api_key(config_path: Option<&Path>, service_provider: &str) -> anyhow::Result<()> {
+    let config = config::load(config_path, std::env::vars())?;
+    let id = ServiceProviderId::parse(service_provider)
+        .with_context(|| format!("--service-provider {service_provider:?}"))?;
+    if !config.settings.service_providers.iter().any(|sp| sp.id == id) {
+        bail!("--service-provider: {id} is not configured; configured: {}", configured(&config));
+    }
+    let store = open_store(&config)?;
+    let key = temppass_http::random_secret();
+    let record = ApiKey {
+        key_hash: secret_hash(&key),
+        service_provider: id.clone(),
+        created_at: SystemClock.now(),
+        revoked_at: None,
+    };
+    store.create_api_key(&record).await.context("cannot store the API key")?;
+    println!("legacy reset API key for {id} (shown once; only its hash is stored):");
+    println!("{key}");
+    Ok(())
+}
+
+pub async fn revoke_api_key(config_path: Option<&Path>, key: &str) -> anyhow::Result<()> {
+    let config = config::load(config_path, std::env::vars())?;
+    let store = open_store(&config)?;
+    if !store.revoke_api_key(&secret_hash(key.trim()), SystemClock.now()).await.context("cannot revoke the API key")? {
+        bail!("no active API key matches");
+    }
+    println!("API key revoked");
     Ok(())
 }

@@ -34,6 +34,26 @@ enum Command {
     /// Media token signing keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// API keys of the legacy reset API (`DELETE /reset-tempass/v2/reset`).
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ApikeyCommand {
+    /// Creates a key for one service provider and prints it, once, on the last line.
+    Create {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long = "service-provider")]
+        service_provider: String,
+    },
+    /// Revokes a key; the legacy reset API refuses it from the next request.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        key: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +107,12 @@ fn main() -> ExitCode {
                 admin::revoke_app(config.config.as_deref(), &name).await
             }
             Command::Key(KeyCommand::Rotate { config }) => admin::rotate_key(config.config.as_deref()).await,
+            Command::Apikey(ApikeyCommand::Create { config, service_provider }) => {
+                admin::create_api_key(config.config.as_deref(), &service_provider).await
+            }
+            Command::Apikey(ApikeyCommand::Revoke { config, key }) => {
+                admin::revoke_api_key(config.config.as_deref(), &key).await
+            }
         }
     });
     match result {

@@ -38,6 +38,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
             }
         }
     });
+    tokio::spawn(reclaim_forever(state.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -50,6 +51,30 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         .context("the server failed")?;
     tracing::info!("temppass stopped");
     Ok(())
+}
+
+/// Rows one reclaiming step may touch: a few milliseconds of the writer at most.
+const RECLAIM_BUDGET: usize = 500;
+
+/// Reclaims superseded bindings, orphaned trials and expired sessions and
+/// tokens in small steps, off the request path: quickly while there is work,
+/// every few seconds when there is none.
+async fn reclaim_forever(state: AppState) {
+    loop {
+        let pause = match state.store().reclaim(state.now(), RECLAIM_BUDGET).await {
+            Ok(report) if report.removed() > 0 => {
+                tracing::debug!(?report, "reclaimed storage");
+                Duration::from_millis(20)
+            }
+            Ok(report) if !report.pass_complete => Duration::from_millis(20),
+            Ok(_) => Duration::from_secs(5),
+            Err(error) => {
+                tracing::warn!(%error, "reclaiming storage failed; will retry");
+                Duration::from_secs(5)
+            }
+        };
+        tokio::time::sleep(pause).await;
+    }
 }
 
 /// Opens the configured store (shared by `serve` and the admin commands).
