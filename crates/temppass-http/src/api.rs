@@ -48,6 +48,26 @@ fn opaque_hash(parts: &[&str]) -> String {
     hex::encode(&hasher.finalize()[..16])
 }
 
+/// The profile's `userID`: stable and opaque. A promotional trial may span
+/// devices, so its viewer is the identity; a basic one's is the device.
+fn user_id(sp: &ServiceProvider, device: &DeviceId, identity: Option<&IdentityHash>) -> String {
+    let hash = match identity {
+        Some(identity) => opaque_hash(&["identity", sp.id.as_str(), identity.as_str()]),
+        None => opaque_hash(&["device", sp.id.as_str(), device.as_str()]),
+    };
+    format!("temppass_{hash}")
+}
+
+/// `…/profiles/`, `…/decisions/authorize/` and the like: the MVPD segment is empty.
+pub(crate) async fn missing_mvpd(
+    State(state): State<AppState>,
+    Path(sp): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    api_call(&state, &headers, &sp).await?;
+    Err(ApiError::with_details(ErrorCode::InvalidParameterMvpd, "the mvpd path segment is empty"))
+}
+
 pub(crate) async fn configuration(
     State(state): State<AppState>,
     Path(sp): Path<String>,
@@ -154,10 +174,7 @@ async fn temppass_profile(
             expiration_date: wire::Attribute::plain(not_after.as_millis()),
             remaining_resources,
             used_assets,
-            user_id: wire::Attribute::plain(format!(
-                "temppass_{}",
-                opaque_hash(&["user", sp.id.as_str(), device.as_str()])
-            )),
+            user_id: wire::Attribute::plain(user_id(sp, device, identity.as_ref())),
         },
     };
     Ok(json_response(StatusCode::OK, &json!({ "profiles": { mvpd_id.as_str(): profile } })))

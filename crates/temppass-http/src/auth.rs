@@ -35,7 +35,7 @@ pub(crate) enum Bearer {
     Invalid,
     /// A known, unexpired token whose application was revoked.
     Revoked,
-    Valid(AccessGrant),
+    Valid(Box<AccessGrant>),
 }
 
 pub(crate) async fn bearer_grant(state: &AppState, headers: &HeaderMap) -> Result<Bearer, ApiError> {
@@ -47,7 +47,11 @@ pub(crate) async fn bearer_grant(state: &AppState, headers: &HeaderMap) -> Resul
     let now = state.now();
     Ok(match grant {
         Some(grant) if now < grant.token.expires_at => {
-            if grant.application.revoked_at.is_some() { Bearer::Revoked } else { Bearer::Valid(grant) }
+            if grant.application.revoked_at.is_some() {
+                Bearer::Revoked
+            } else {
+                Bearer::Valid(Box::new(grant))
+            }
         }
         _ => Bearer::Invalid,
     })
@@ -60,7 +64,7 @@ pub(crate) async fn api_call<'s>(
     service_provider: &str,
 ) -> Result<(usize, &'s ServiceProvider), ApiError> {
     let grant = match bearer_grant(state, headers).await? {
-        Bearer::Valid(grant) if grant.token.scopes.iter().any(|s| s == SCOPE_API) => grant,
+        Bearer::Valid(grant) if grant.token.scopes.iter().any(|s| s == SCOPE_API) => *grant,
         _ => return Err(ApiError::new(ErrorCode::InvalidAccessTokenClientApplication)),
     };
     let (index, sp) = state

@@ -29,6 +29,8 @@ pub enum ErrorCode {
     InvalidAccessTokenClientApplication,
     PayloadTooLarge,
     InternalServerError,
+    /// No such endpoint (temppass's own code: a JSON 404 instead of an empty one).
+    NotFound,
     // The reset API's own codes (SPEC.md §7 gives statuses, not codes).
     InvalidParameterDeviceId,
     InvalidParameterKey,
@@ -79,6 +81,7 @@ impl ErrorCode {
             InvalidAccessTokenClientApplication => "invalid_access_token_client_application",
             PayloadTooLarge => "payload_too_large",
             InternalServerError => "internal_server_error",
+            NotFound => "not_found",
             InvalidParameterDeviceId => "invalid_parameter_device_id",
             InvalidParameterKey => "invalid_parameter_key",
             ResetNotPermitted => "reset_not_permitted",
@@ -113,6 +116,7 @@ impl ErrorCode {
             }
             PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, Action::None),
             InternalServerError => (StatusCode::INTERNAL_SERVER_ERROR, Action::None),
+            NotFound => (StatusCode::NOT_FOUND, Action::None),
         }
     }
 
@@ -141,6 +145,7 @@ impl ErrorCode {
             }
             PayloadTooLarge => "The request body is too large.",
             InternalServerError => "The server encountered an internal error.",
+            NotFound => "There is no such endpoint.",
             InvalidParameterDeviceId => "The device_id parameter value is invalid.",
             InvalidParameterKey => "The key parameter value is invalid.",
             ResetNotPermitted => "The credentials are not allowed to reset temporary passes of this service provider.",
@@ -200,16 +205,21 @@ impl ErrorBody {
 }
 
 /// A request-level error: the whole response body, with its HTTP status.
+/// Boxed: errors are rare, and a small `Result` keeps the success path cheap.
 #[derive(Debug)]
-pub struct ApiError(pub ErrorBody);
+pub struct ApiError(pub Box<ErrorBody>);
 
 impl ApiError {
     pub fn new(code: ErrorCode) -> Self {
-        Self(ErrorBody::new(code))
+        Self::from_body(ErrorBody::new(code))
+    }
+
+    pub fn from_body(body: ErrorBody) -> Self {
+        Self(Box::new(body))
     }
 
     pub fn with_details(code: ErrorCode, details: impl Into<String>) -> Self {
-        Self(ErrorBody::new(code).with_details(details))
+        Self::from_body(ErrorBody::new(code).with_details(details))
     }
 
     pub fn code(&self) -> &'static str {
@@ -223,11 +233,11 @@ impl From<StoreError> for ApiError {
         match &error {
             StoreError::Unavailable(_) => {
                 tracing::warn!(trace = %body.trace, %error, "store unavailable");
-                ApiError(body.with_action(Action::Retry))
+                ApiError::from_body(body.with_action(Action::Retry))
             }
             StoreError::Conflict(_) | StoreError::Internal(_) => {
                 tracing::error!(trace = %body.trace, %error, "store failure");
-                ApiError(body)
+                ApiError::from_body(body)
             }
         }
     }
@@ -236,7 +246,7 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = json_response(status, &self.0);
+        let mut response = json_response(status, &*self.0);
         if status == StatusCode::UNAUTHORIZED {
             let scheme = if self.0.code == ErrorCode::ApiKeyMissing.as_str() { "ApiKey" } else { "Bearer" };
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));

@@ -41,7 +41,11 @@ pub fn app(state: AppState) -> Router {
         .route("/{sp}/profiles/code/{code}", get(api::code_profile))
         .route("/{sp}/decisions/authorize/{mvpd}", post(api::authorize))
         .route("/{sp}/decisions/preauthorize/{mvpd}", post(api::preauthorize))
-        .route("/{sp}/logout/{mvpd}", get(api::logout));
+        .route("/{sp}/logout/{mvpd}", get(api::logout))
+        .route("/{sp}/profiles/", get(api::missing_mvpd))
+        .route("/{sp}/decisions/authorize/", post(api::missing_mvpd))
+        .route("/{sp}/decisions/preauthorize/", post(api::missing_mvpd))
+        .route("/{sp}/logout/", get(api::missing_mvpd));
     Router::new()
         .nest("/api/v2", api)
         .route("/o/client/register", post(dcr::register))
@@ -53,6 +57,7 @@ pub fn app(state: AppState) -> Router {
         .route("/reset-tempass/v2/reset", delete(reset::reset_devices_with_api_key))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/health", get(health))
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(middleware::from_fn_with_state(limits.request_timeout, request_timeout))
         .with_state(state)
@@ -67,6 +72,10 @@ async fn health() -> Response {
     json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
 }
 
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound)
+}
+
 /// Answers `internal_server_error` with action `retry` instead of hanging.
 async fn request_timeout(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(timeout, next.run(request)).await {
@@ -74,7 +83,7 @@ async fn request_timeout(State(timeout): State<Duration>, request: Request, next
         Err(_) => {
             let body = ErrorBody::new(ErrorCode::InternalServerError).with_action(Action::Retry);
             tracing::warn!(trace = %body.trace, "request timed out");
-            ApiError(body).into_response()
+            ApiError::from_body(body).into_response()
         }
     }
 }

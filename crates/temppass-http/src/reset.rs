@@ -38,7 +38,10 @@ fn scope<'s>(state: &'s AppState, query: &ResetQuery) -> Result<(&'s ServiceProv
         ApiError::with_details(ErrorCode::InvalidParameterServiceProvider, "requestor_id is required")
     })?;
     let (_, sp) = state.service_provider(requestor).ok_or_else(|| {
-        ApiError::with_details(ErrorCode::InvalidParameterServiceProvider, "requestor_id is not a known service provider")
+        ApiError::with_details(
+            ErrorCode::InvalidParameterServiceProvider,
+            "requestor_id is not a known service provider",
+        )
     })?;
     let raw_mvpd = query.mvpd_id.as_deref().unwrap_or("");
     let mvpd = MvpdId::parse(raw_mvpd)
@@ -147,7 +150,12 @@ pub(crate) async fn reset_devices_with_api_key(
     let api_key = state.store_call(state.store().find_api_key(&secret_hash(&key))).await?;
     match api_key {
         Some(api_key) if api_key.revoked_at.is_none() && api_key.service_provider == sp.id => {}
-        _ => return Err(ApiError::with_details(ErrorCode::ResetNotPermitted, "the API key is unknown, revoked or of another service provider")),
+        _ => {
+            return Err(ApiError::with_details(
+                ErrorCode::ResetNotPermitted,
+                "the API key is unknown, revoked or of another service provider",
+            ));
+        }
     }
     state.store_call(state.store().reset_devices(&scope, device.as_ref())).await?;
     Ok(StatusCode::NO_CONTENT)

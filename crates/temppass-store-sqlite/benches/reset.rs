@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use temppass_core::{DeviceId, DurationMs, MvpdId, ResourceId, Rule, RuleKind, RuleScope, ServiceProviderId, Timestamp};
+use temppass_core::{
+    DeviceId, DurationMs, MvpdId, ResourceId, Rule, RuleKind, RuleScope, ServiceProviderId, Timestamp,
+};
 use temppass_store::{Store, TrialLookup};
 use temppass_store_sqlite::{SqliteOptions, SqliteStore};
 
@@ -82,11 +84,11 @@ async fn time_resets(store: &SqliteStore, trials: usize, label: &str) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let trials: usize =
-        std::env::var("TEMPPASS_BENCH_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let trials: usize = std::env::var("TEMPPASS_BENCH_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
 
-    let small = SqliteStore::open(dir.path().join("one.db"), SqliteOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let small =
+        SqliteStore::open(dir.path().join("one.db"), SqliteOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     let small = Arc::new(small);
     fill(&small, 1).await;
     time_resets(&small, 1, "store of 1 trial:").await;
@@ -95,7 +97,10 @@ async fn main() {
     let big = Arc::new(big);
     let start = Instant::now();
     fill(&big, trials).await;
-    println!("filled {trials} trials in {:.1} s (first authorizations through the store)", start.elapsed().as_secs_f64());
+    println!(
+        "filled {trials} trials in {:.1} s (first authorizations through the store)",
+        start.elapsed().as_secs_f64()
+    );
     time_resets(&big, trials, &format!("store of {trials} trials:")).await;
 
     // Everything is now superseded: measure reclaiming it in bounded steps.

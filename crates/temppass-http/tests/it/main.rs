@@ -1,0 +1,11 @@
+//! HTTP integration tests of temppass-http: one test binary (STYLE.md), every
+//! request through `app(state)` with a SQLite store and a manual clock.
+
+mod api;
+mod concurrency;
+mod dcr;
+mod decisions;
+mod errors;
+mod reset;
+mod support;
+mod tokens;
