@@ -98,7 +98,7 @@ pub(crate) async fn register(
         Some(_) => return Err(oauth(OAuthError::InvalidRedirectUri, "redirect_uri must be an absolute URI")),
     };
     let keys = state.keys();
-    let payload = verify_jws(&statement, &keys.jwks).map_err(|_| {
+    let payload = verify_jws(&statement, &keys.statement_keys).map_err(|_| {
         oauth(OAuthError::InvalidSoftwareStatement, "the software statement is not signed by this server")
     })?;
     let claims: SoftwareStatementClaims = serde_json::from_slice(&payload)

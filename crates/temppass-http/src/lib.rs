@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 
 pub use dcr::{issue_software_statement, random_secret};
-pub use state::{AppState, KeySet, load_or_create_keys};
+pub use state::{AppState, KEY_ADOPTION_MS, KeySet, load_or_create_keys};
 
 use crate::error::{Action, ApiError, ErrorBody, ErrorCode, json_bytes_response, json_response};
 

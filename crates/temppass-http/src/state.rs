@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
-use temppass_core::{ServiceProviderId, Timestamp};
+use temppass_core::{DurationMs, ServiceProviderId, Timestamp};
 use temppass_store::{Store, StoreError, StoredSigningKey};
 use temppass_token::{Jwks, SigningKey};
 
@@ -12,22 +12,53 @@ use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::settings::{ServiceProvider, Settings};
 
-/// The signing keys in use: the newest signs, all are published.
+/// How long after `temppass key rotate` every server signs with the new key
+/// (SPEC.md §10: within 60 s; servers re-read keys more often than that).
+pub const KEY_ADOPTION_MS: i64 = 60_000;
+
+/// The signing keys in use: the newest signs; older ones stay published while
+/// a token they signed may still be valid.
 pub struct KeySet {
     pub signing: SigningKey,
+    /// The published key set (`/.well-known/jwks.json`): media tokens verify against it.
     pub jwks: Jwks,
     /// `/.well-known/jwks.json`, serialised once per change of keys.
     pub jwks_json: Vec<u8>,
+    /// Every key ever made: software statements never expire, so one signed
+    /// before a rotation must still register after the old key is unpublished.
+    pub statement_keys: Jwks,
 }
 
 impl KeySet {
-    /// Builds the set from stored keys, newest first. `None` when there is none.
-    pub fn from_stored(stored: &[StoredSigningKey]) -> Option<Self> {
+    /// Builds the set from stored keys, newest first; `None` when there is none.
+    ///
+    /// With `retention` (the media token TTL), a key superseded at instant S
+    /// is published until S + [`KEY_ADOPTION_MS`] + `retention` + the
+    /// verifier's skew: after that no token it signed can still be valid.
+    /// Without it every key is published.
+    pub fn from_stored(stored: &[StoredSigningKey], now: Timestamp, retention: Option<DurationMs>) -> Option<Self> {
         let keys: Vec<SigningKey> = stored.iter().map(|k| SigningKey::from_seed(k.seed)).collect();
-        let jwks = Jwks { keys: keys.iter().map(SigningKey::public_jwk).collect() };
+        let statement_keys = Jwks { keys: keys.iter().map(SigningKey::public_jwk).collect() };
+        let published = keys
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| {
+                let (Some(retention), Some(superseded_by)) = (retention, index.checked_sub(1).map(|i| &stored[i]))
+                else {
+                    return true;
+                };
+                let retired_at = superseded_by.created_at.as_millis()
+                    + KEY_ADOPTION_MS
+                    + retention.as_millis()
+                    + temppass_token::DEFAULT_SKEW_SECS * 1000;
+                now.as_millis() < retired_at
+            })
+            .map(|(_, key)| key.public_jwk())
+            .collect();
+        let jwks = Jwks { keys: published };
         let jwks_json = serde_json::to_vec(&jwks).ok()?;
         let signing = keys.into_iter().next()?;
-        Some(Self { signing, jwks, jwks_json })
+        Some(Self { signing, jwks, jwks_json, statement_keys })
     }
 }
 
@@ -48,7 +79,10 @@ pub(crate) struct Inner {
 impl AppState {
     /// Loads the signing keys from the store, creating the first one if the store has none.
     pub async fn new(settings: Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        let keys = load_or_create_keys(store.as_ref(), clock.now()).await?;
+        let now = clock.now();
+        let stored = load_or_create_stored_keys(store.as_ref(), now).await?;
+        let keys = KeySet::from_stored(&stored, now, Some(settings.media_token_ttl))
+            .ok_or_else(|| StoreError::Internal("the store holds no signing key".into()))?;
         let configuration_json = settings.service_providers.iter().map(crate::wire::configuration_json).collect();
         let service_provider_index = settings.index();
         Ok(Self(Arc::new(Inner {
@@ -77,10 +111,11 @@ impl AppState {
         Arc::clone(&self.0.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
-    /// Re-reads the keys from the store, so a `temppass key rotate` reaches running servers.
+    /// Re-reads the keys from the store, so a `temppass key rotate` reaches
+    /// running servers and retired keys leave the published set.
     pub async fn reload_keys(&self) -> Result<(), StoreError> {
         let stored = self.0.store.signing_keys().await?;
-        if let Some(keys) = KeySet::from_stored(&stored) {
+        if let Some(keys) = KeySet::from_stored(&stored, self.now(), Some(self.0.settings.media_token_ttl)) {
             *self.0.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
         }
         Ok(())
@@ -105,14 +140,18 @@ impl AppState {
     }
 }
 
+/// The store's keys, creating the first one if there is none (admin commands sign software statements with it).
 pub async fn load_or_create_keys(store: &dyn Store, now: Timestamp) -> Result<KeySet, StoreError> {
+    let stored = load_or_create_stored_keys(store, now).await?;
+    KeySet::from_stored(&stored, now, None).ok_or_else(|| StoreError::Internal("the store holds no signing key".into()))
+}
+
+async fn load_or_create_stored_keys(store: &dyn Store, now: Timestamp) -> Result<Vec<StoredSigningKey>, StoreError> {
     let stored = store.signing_keys().await?;
-    let stored = if stored.is_empty() {
-        let key = SigningKey::generate();
-        let candidate = StoredSigningKey { kid: key.kid().to_owned(), seed: key.seed(), created_at: now };
-        store.ensure_signing_key(&candidate).await?
-    } else {
-        stored
-    };
-    KeySet::from_stored(&stored).ok_or_else(|| StoreError::Internal("the store holds no signing key".into()))
+    if !stored.is_empty() {
+        return Ok(stored);
+    }
+    let key = SigningKey::generate();
+    let candidate = StoredSigningKey { kid: key.kid().to_owned(), seed: key.seed(), created_at: now };
+    store.ensure_signing_key(&candidate).await
 }

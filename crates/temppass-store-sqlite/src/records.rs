@@ -218,7 +218,7 @@ pub(crate) fn insert_signing_key(conn: &Connection, key: &StoredSigningKey) -> R
 }
 
 pub(crate) fn signing_keys(conn: &Connection) -> rusqlite::Result<Vec<StoredSigningKey>> {
-    conn.prepare_cached("SELECT kid, seed, created_at_ms FROM signing_keys ORDER BY created_at_ms DESC, kid")?
+    conn.prepare_cached("SELECT kid, seed, created_at_ms FROM signing_keys ORDER BY created_at_ms DESC, rowid DESC")?
         .query_map([], |row| {
             let seed: Vec<u8> = row.get(1)?;
             let seed: [u8; 32] = seed

@@ -123,6 +123,6 @@ pub trait Store: Send + Sync + 'static {
     /// returns every key, newest first. Safe when several servers start at once.
     async fn ensure_signing_key(&self, candidate: &StoredSigningKey) -> Result<Vec<StoredSigningKey>, StoreError>;
     async fn add_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
-    /// Every key, newest first.
+    /// Every key, newest first: by `created_at`, and among equal ones the last added first.
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
 }

@@ -83,6 +83,10 @@ impl<'a> UnverifiedJws<'a> {
         })
     }
 
+    pub(crate) fn kid(&self) -> Option<&str> {
+        self.header.kid.as_deref()
+    }
+
     /// The payload, for format checks that must come before the signature check. Trust nothing in it yet.
     pub(crate) fn unverified_payload(&self) -> &[u8] {
         &self.unverified_payload

@@ -8,6 +8,9 @@
 //! - `jwks.rs`: public keys as JSON Web Keys, and parsing a key set from the wire.
 //! - `jws.rs`: the generic compact JWS checks (used for media tokens and for software statements).
 //! - `media.rs`: the media token claims and the verdicts of the verifier.
+//! - `cache.rs`: a key-set cache that refetches on an unknown `kid`, at most once per interval.
+//! - `client.rs` (feature `client`): `JwksClient`, the cache with an HTTPS fetcher.
+//! - `replay.rs`: an optional bounded guard that accepts each `jti` once.
 //!
 //! Time is always a parameter: every check takes `now` in epoch seconds.
 //!
@@ -32,15 +35,25 @@
 //! assert_eq!(verdict, Verdict::Valid(claims));
 //! ```
 
+mod cache;
+#[cfg(feature = "client")]
+mod client;
 mod jwks;
 mod jws;
 mod key;
 mod media;
+mod replay;
 
+pub use cache::{CachePolicy, JwksCache};
+#[cfg(feature = "client")]
+pub use client::{FetchError, JwksClient, fetch_jwks};
 pub use jwks::{Jwk, Jwks, JwksError, MAX_JWKS_BYTES};
 pub use jws::{JwsError, verify_jws};
 pub use key::SigningKey;
-pub use media::{DEFAULT_SKEW_SECS, MediaTokenClaims, Verdict, VerifyOptions, issue_media_token, verify_media_token};
+pub use media::{
+    DEFAULT_SKEW_SECS, MediaTokenClaims, Verdict, VerifyOptions, issue_media_token, token_kid, verify_media_token,
+};
+pub use replay::{ReplayError, ReplayGuard};
 
 /// The only JWS algorithm this crate signs with or accepts (RFC 8037).
 pub const ALGORITHM: &str = "EdDSA";

@@ -153,6 +153,22 @@ pub fn verify_media_token(token: &str, jwks: &Jwks, options: &VerifyOptions) -> 
     Verdict::Valid(claims)
 }
 
+/// The `kid` of a token's header (compact or Base64-wrapped), read without
+/// verifying anything: for choosing or fetching a key set, never for trust.
+pub fn token_kid(token: &str) -> Option<String> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return None;
+    }
+    let unwrapped;
+    let compact = if token.contains('.') {
+        token
+    } else {
+        unwrapped = unwrap_base64(token)?;
+        unwrapped.as_str()
+    };
+    UnverifiedJws::parse(compact).ok()?.kid().map(str::to_owned)
+}
+
 /// Undoes one Base64 wrapping; the result must look like a compact JWS (no nested wrapping).
 fn unwrap_base64(token: &str) -> Option<String> {
     const ANY_PADDING: GeneralPurposeConfig =

@@ -115,3 +115,50 @@ async fn every_media_token_has_its_own_jti_and_its_trials_sid() {
     assert_eq!(first["sid"], second["sid"], "one trial, one sid");
     assert_ne!(first["sid"], other_device["sid"], "another trial, another sid");
 }
+
+fn served_key_set(json: &str) -> Jwks {
+    ok(Jwks::from_json(json.as_bytes()), "the served JWKS")
+}
+
+#[tokio::test]
+async fn after_a_rotation_new_tokens_use_the_new_key_and_old_ones_verify_until_the_old_key_retires() {
+    let mut app = TestApp::new().await;
+    let (_, old_statement) = app.create_application("before-rotation", &[SP], &[SCOPE_API]).await;
+    let before = app.authorize(BASIC, "device-1", &["res"]).send().await;
+    let old_token = some(before.decision()["token"]["serializedToken"].as_str(), "token").to_owned();
+    let old_kid = some(temppass_token::token_kid(&old_token), "old kid");
+
+    // `temppass key rotate`: a new key in the store, picked up by the server's periodic reload.
+    let new_key = temppass_token::SigningKey::from_seed([42; 32]);
+    let stored = temppass_store::StoredSigningKey {
+        kid: new_key.kid().to_owned(),
+        seed: new_key.seed(),
+        created_at: app.clock_now(),
+    };
+    ok(app.store().add_signing_key(&stored).await, "add the new key");
+    ok(app.state.reload_keys().await, "reload keys");
+
+    let after = app.authorize(BASIC, "device-1", &["res"]).send().await;
+    let new_token = some(after.decision()["token"]["serializedToken"].as_str(), "token").to_owned();
+    assert_eq!(temppass_token::token_kid(&new_token).as_deref(), Some(new_key.kid()), "new tokens use the new key");
+    let jwks = served_key_set(&served_jwks_json(&app).await);
+    let now_s = app.clock_now().as_secs_floor();
+    for token in [&old_token, &new_token] {
+        let verdict = verify_media_token(token, &jwks, &VerifyOptions::new(now_s));
+        assert!(matches!(verdict, Verdict::Valid(_)), "{verdict:?}");
+    }
+
+    // Once no token of the old key can be valid any more, the old key leaves the JWKS.
+    app.advance_ms(temppass_http::KEY_ADOPTION_MS + MEDIA_TOKEN_TTL_MS + 30_000);
+    ok(app.state.reload_keys().await, "reload keys");
+    let jwks = served_key_set(&served_jwks_json(&app).await);
+    assert!(jwks.keys.iter().all(|k| k.kid != old_kid), "the retired key is still published");
+    assert_eq!(
+        verify_media_token(&old_token, &jwks, &VerifyOptions { skew_secs: 1 << 40, ..VerifyOptions::new(now_s) }),
+        Verdict::InvalidSignature,
+        "a token of a removed key must not verify"
+    );
+    // A software statement signed before the rotation still registers: statements do not expire.
+    app.renew_token().await;
+    app.register_client(&old_statement).await;
+}
