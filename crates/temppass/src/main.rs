@@ -4,6 +4,7 @@
 mod admin;
 mod config;
 mod serve;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,9 +35,31 @@ enum Command {
     /// Media token signing keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Media tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// API keys of the legacy reset API (`DELETE /reset-tempass/v2/reset`).
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Verifies a media token; prints Valid, InvalidFormat, InvalidSignature, Expired or InvalidResource
+    /// and exits 0 only for Valid.
+    Verify {
+        /// The server's key set: a URL (…/.well-known/jwks.json) or a file.
+        #[arg(long, value_name = "URL_OR_FILE")]
+        jwks: String,
+        /// The resource the token must be for.
+        #[arg(long)]
+        resource: Option<String>,
+        /// Allowed clock difference with the server, in seconds.
+        #[arg(long, default_value_t = temppass_token::DEFAULT_SKEW_SECS)]
+        skew: i64,
+        /// The media token (`serializedToken` of a permit), compact or Base64-wrapped.
+        token: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +113,10 @@ enum KeyCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Verification is a pure check that needs no runtime and has exit codes of its own.
+    if let Command::Token(TokenCommand::Verify { jwks, resource, skew, token }) = &cli.command {
+        return verify::run(jwks, resource.as_deref(), *skew, token);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -113,6 +140,7 @@ fn main() -> ExitCode {
             Command::Apikey(ApikeyCommand::Revoke { config, key }) => {
                 admin::revoke_api_key(config.config.as_deref(), &key).await
             }
+            Command::Token(TokenCommand::Verify { .. }) => Ok(()),
         }
     });
     match result {

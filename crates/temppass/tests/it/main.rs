@@ -3,3 +3,4 @@
 mod cli;
 mod restart;
 mod support;
+mod verify;
