@@ -7,6 +7,7 @@
 mod api;
 pub mod auth;
 pub mod clock;
+mod cors;
 mod dcr;
 pub mod error;
 mod headers;
@@ -46,16 +47,20 @@ pub fn app(state: AppState) -> Router {
         .route("/{sp}/decisions/authorize/", post(api::missing_mvpd))
         .route("/{sp}/decisions/preauthorize/", post(api::missing_mvpd))
         .route("/{sp}/logout/", get(api::missing_mvpd));
-    Router::new()
+    // What a browser may call (SPEC.md §11); the reset API is for back ends.
+    let browser = Router::new()
         .nest("/api/v2", api)
         .route("/o/client/register", post(dcr::register))
         .route("/o/client/token", post(dcr::token))
+        .route("/.well-known/jwks.json", get(jwks))
+        .layer(cors::layer(state.settings()));
+    Router::new()
+        .merge(browser)
         .route("/reset-tempass/v3/reset", delete(reset::reset_devices))
         .route("/reset-tempass/v3/reset/generic", delete(reset::reset_identities))
         .route("/reset-tempass/v2.1/reset", delete(reset::reset_devices))
         .route("/reset-tempass/v2.1/reset/generic", delete(reset::reset_identities))
         .route("/reset-tempass/v2/reset", delete(reset::reset_devices_with_api_key))
-        .route("/.well-known/jwks.json", get(jwks))
         .route("/health", get(health))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.body_bytes))

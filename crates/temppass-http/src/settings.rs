@@ -84,6 +84,9 @@ pub struct Settings {
     pub access_token_ttl: DurationMs,
     pub limits: Limits,
     pub service_providers: Vec<ServiceProvider>,
+    /// Browsers on `http://127.0.0.1:*` and `http://localhost:*` may call the
+    /// API (SPEC.md §11); the binary sets it when it listens on loopback.
+    pub allow_loopback_origins: bool,
 }
 
 impl Settings {

@@ -3,6 +3,7 @@
 
 mod api;
 mod concurrency;
+mod cors;
 mod dcr;
 mod decisions;
 mod errors;

@@ -120,6 +120,7 @@ pub fn settings() -> Settings {
                 temppass_mvpds: vec![basic_temppass("4h")],
             },
         ],
+        allow_loopback_origins: true,
     }
 }
 
@@ -248,7 +249,8 @@ impl TestApp {
         self.access_token(&client, None).await
     }
 
-    fn call(&self, method: Method, path: &str) -> Call {
+    /// A request of any method with the app's bearer token.
+    pub fn call(&self, method: Method, path: &str) -> Call {
         let mut headers = HeaderMap::new();
         let bearer = ok(HeaderValue::from_str(&format!("Bearer {}", self.token)), "bearer header");
         headers.insert(header::AUTHORIZATION, bearer);

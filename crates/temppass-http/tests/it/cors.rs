@@ -1,0 +1,82 @@
+//! Browser access (SPEC.md §11): CORS for the service providers' domains and loopback only.
+
+use axum::http::Method;
+
+use crate::support::*;
+
+fn preflight(app: &TestApp, path: &str, origin: &str) -> Call {
+    app.call(Method::OPTIONS, path)
+        .without_bearer()
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,ap-device-identifier,ap-temppass-identity",
+        )
+}
+
+fn allow_origin(reply: &Reply) -> Option<&str> {
+    reply.headers.get("access-control-allow-origin").and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn a_preflight_from_a_configured_domain_allows_the_headers_of_the_api() {
+    let app = TestApp::new().await;
+    for origin in ["https://example.com", "https://www.example.com", "http://127.0.0.1:5173", "http://localhost:8080"] {
+        for path in [
+            format!("/api/v2/{SP}/decisions/authorize/{BASIC}"),
+            "/o/client/register".to_owned(),
+            "/o/client/token".to_owned(),
+            "/.well-known/jwks.json".to_owned(),
+        ] {
+            let reply = preflight(&app, &path, origin).send().await;
+            assert!(reply.status.is_success(), "{origin} {path}: {}", reply.status);
+            assert_eq!(allow_origin(&reply), Some(origin), "{origin} {path}");
+            let allowed = reply.headers.get("access-control-allow-headers").and_then(|v| v.to_str().ok()).unwrap_or("");
+            for header in ["authorization", "content-type", "ap-device-identifier", "ap-temppass-identity"] {
+                assert!(allowed.contains(header), "{header} not allowed: {allowed}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_api_response_to_a_configured_origin_carries_its_cors_header() {
+    let app = TestApp::new().await;
+    let reply =
+        app.get(&format!("/api/v2/{SP}/configuration")).header("origin", "https://other.example.com").send().await;
+    reply.assert_ok_json();
+    assert_eq!(allow_origin(&reply), Some("https://other.example.com"));
+}
+
+#[tokio::test]
+async fn any_other_origin_gets_no_cors_headers() {
+    let app = TestApp::new().await;
+    for origin in ["https://evil.test", "https://example.com.evil.test", "https://notexample.com", "null"] {
+        let reply = preflight(&app, &format!("/api/v2/{SP}/configuration"), origin).send().await;
+        assert_eq!(allow_origin(&reply), None, "{origin}");
+        let reply = app.get(&format!("/api/v2/{SP}/configuration")).header("origin", origin).send().await;
+        assert_eq!(allow_origin(&reply), None, "{origin}");
+    }
+}
+
+#[tokio::test]
+async fn loopback_origins_are_refused_when_the_server_does_not_listen_on_loopback() {
+    let mut settings = settings();
+    settings.allow_loopback_origins = false;
+    let app = TestApp::with_settings(settings).await;
+    let reply = preflight(&app, "/o/client/register", "http://127.0.0.1:5173").send().await;
+    assert_eq!(allow_origin(&reply), None);
+}
+
+#[tokio::test]
+async fn the_reset_api_is_not_open_to_browsers() {
+    let app = TestApp::new().await;
+    let reply = app
+        .delete(&format!("/reset-tempass/v3/reset?requestor_id={SP}&mvpd_id={BASIC}"))
+        .header("origin", "https://example.com")
+        .send()
+        .await;
+    reply.assert_status(204);
+    assert_eq!(allow_origin(&reply), None);
+}
