@@ -9,6 +9,7 @@ pub mod auth;
 pub mod clock;
 mod cors;
 mod dcr;
+mod demo;
 pub mod error;
 mod headers;
 mod reset;
@@ -26,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 
 pub use dcr::{issue_software_statement, random_secret};
+pub use demo::DemoSettings;
 pub use state::{AppState, KEY_ADOPTION_MS, KeySet, load_or_create_keys};
 
 use crate::error::{Action, ApiError, ErrorBody, ErrorCode, json_bytes_response, json_response};
@@ -54,8 +56,10 @@ pub fn app(state: AppState) -> Router {
         .route("/o/client/token", post(dcr::token))
         .route("/.well-known/jwks.json", get(jwks))
         .layer(cors::layer(state.settings()));
+    let demo = if state.settings().demo.is_some() { demo::routes() } else { Router::new() };
     Router::new()
         .merge(browser)
+        .merge(demo)
         .route("/reset-tempass/v3/reset", delete(reset::reset_devices))
         .route("/reset-tempass/v3/reset/generic", delete(reset::reset_identities))
         .route("/reset-tempass/v2.1/reset", delete(reset::reset_devices))

@@ -87,6 +87,8 @@ pub struct Settings {
     /// Browsers on `http://127.0.0.1:*` and `http://localhost:*` may call the
     /// API (SPEC.md §11); the binary sets it when it listens on loopback.
     pub allow_loopback_origins: bool,
+    /// `Some` serves the demo pages at `/demo/` (SPEC.md §11).
+    pub demo: Option<crate::DemoSettings>,
 }
 
 impl Settings {

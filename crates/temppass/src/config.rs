@@ -276,6 +276,7 @@ fn validate(file: File) -> anyhow::Result<Config> {
             limits: Limits { body_bytes: file.limits.body_bytes, store_timeout, request_timeout, ..Limits::default() },
             service_providers,
             allow_loopback_origins: listen.ip().is_loopback(),
+            demo: None,
         },
     })
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod config;
+mod demo;
 mod serve;
 mod verify;
 

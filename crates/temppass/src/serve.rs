@@ -22,12 +22,11 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         .init();
     let config = config::load(config_path, std::env::vars())?;
     let store = open_store(&config)?;
-    let state = AppState::new(config.settings.clone(), store, Arc::new(SystemClock))
-        .await
-        .context("cannot load the signing keys")?;
+    let mut settings = config.settings.clone();
     if config.demo_enabled {
-        tracing::warn!("[demo] enabled = true, but the demo pages are not built yet; /demo/ is not served");
+        settings.demo = Some(crate::demo::register(&config, store.as_ref()).await?);
     }
+    let state = AppState::new(settings, store, Arc::new(SystemClock)).await.context("cannot load the signing keys")?;
     let reloader = state.clone();
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(KEY_RELOAD_INTERVAL);
@@ -46,6 +45,9 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     tracing::info!(%address, public_url = %config.settings.public_url, "temppass is listening");
     println!("temppass listening on http://{address}");
+    if config.demo_enabled {
+        tracing::info!("demo pages: http://{address}/demo/");
+    }
     axum::serve(listener, temppass_http::app(state))
         .with_graceful_shutdown(shutdown)
         .await

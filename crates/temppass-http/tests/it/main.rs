@@ -6,6 +6,7 @@ mod concurrency;
 mod cors;
 mod dcr;
 mod decisions;
+mod demo;
 mod errors;
 mod reset;
 mod support;

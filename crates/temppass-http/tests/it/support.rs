@@ -121,6 +121,7 @@ pub fn settings() -> Settings {
             },
         ],
         allow_loopback_origins: true,
+        demo: None,
     }
 }
 
@@ -150,6 +151,15 @@ impl TestApp {
 
     pub async fn with_settings(settings: Settings) -> Self {
         Self::build(settings, |store| store).await
+    }
+
+    /// A second app on the store (and clock) of `other`, with other settings.
+    pub async fn with_store_of(other: TestApp, settings: Settings) -> Self {
+        let TestApp { state, clock, client, token, _dir, .. } = other;
+        let store = state.store().clone();
+        let state = ok(AppState::new(settings, store, clock.clone()).await, "application state");
+        let router = app(state.clone());
+        Self { router, state, clock, client, token, _dir }
     }
 
     /// `wrap` may put a test double around the SQLite store.

@@ -92,3 +92,50 @@ fn an_invalid_configuration_stops_start_up_naming_the_field() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("service_providers[0].temppass[0].ttl"), "{stderr}");
 }
+
+/// `temppass serve` with no arguments, in a fresh directory (the port is the only override).
+fn serve_bundled_example(dir: &std::path::Path) -> crate::support::Server {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(crate::support::BIN)
+        .arg("serve")
+        .current_dir(dir)
+        .env("TEMPPASS_SERVER__LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap_or_else(|e| panic!("read: {e}"));
+    let base = line.trim().strip_prefix("temppass listening on ").unwrap_or_else(|| panic!("{line:?}")).to_owned();
+    crate::support::Server { child, base }
+}
+
+#[tokio::test]
+async fn serve_without_arguments_runs_the_bundled_example_with_sqlite_under_temppass_data_and_the_demo() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    for _restart in 0..2 {
+        let server = serve_bundled_example(dir.path());
+        assert!(dir.path().join("temppass-data/temppass.db").exists(), "no SQLite file under ./temppass-data/");
+        let page = reqwest::get(format!("{}/demo/", server.base)).await.unwrap_or_else(|e| panic!("demo: {e}"));
+        assert_eq!(page.status(), 200);
+        let (status, config) = json(
+            reqwest::get(format!("{}/demo/demo-config.json", server.base))
+                .await
+                .unwrap_or_else(|e| panic!("demo config: {e}")),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let statement = config["softwareStatement"].as_str().unwrap_or_default();
+        // The demo's statement registers, and its token works on the example service provider.
+        let token = access_token(&server.base, statement).await;
+        let reply = reqwest::Client::new()
+            .get(format!("{}/api/v2/REF30/configuration", server.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("configuration: {e}"));
+        assert_eq!(reply.status(), 200);
+        server.kill();
+    }
+}
