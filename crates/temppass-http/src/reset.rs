@@ -97,21 +97,59 @@ fn not_bound(sp: &ServiceProvider) -> ApiError {
     ApiError::with_details(ErrorCode::ResetNotPermitted, format!("the credentials are not bound to {}", sp.id))
 }
 
+/// What a reset removes: device or identity bindings, of one key or all (`None`).
+enum Target {
+    Devices(Option<DeviceId>),
+    Identities(Option<IdentityHash>),
+}
+
+#[derive(Clone, Copy)]
+enum KeyKind {
+    Device,
+    Identity,
+}
+
+fn target(query: &ResetQuery, kind: KeyKind) -> Result<Target, ApiError> {
+    Ok(match kind {
+        KeyKind::Device => Target::Devices(device(query)?),
+        KeyKind::Identity => Target::Identities(identity(query)?),
+    })
+}
+
+async fn apply(state: &AppState, scope: &RuleScope, target: Target) -> Result<StatusCode, ApiError> {
+    match target {
+        Target::Devices(device) => state.store_call(state.store().reset_devices(scope, device.as_ref())).await?,
+        Target::Identities(identity) => {
+            state.store_call(state.store().reset_identities(scope, identity.as_ref())).await?
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The bearer-token reset of v3 and v2.1, in the order of checks of this module.
+async fn bearer_reset(
+    state: &AppState,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    kind: KeyKind,
+) -> Result<StatusCode, ApiError> {
+    let allowed = reset_grant(state, headers).await?;
+    let query = parse_query(query)?;
+    let (sp, scope) = scope(state, &query)?;
+    let target = target(&query, kind)?;
+    if !allowed.contains(&sp.id) {
+        return Err(not_bound(sp));
+    }
+    apply(state, &scope, target).await
+}
+
 /// `DELETE /reset-tempass/v3/reset` (and `/v2.1/reset`): device bindings.
 pub(crate) async fn reset_devices(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let allowed = reset_grant(&state, &headers).await?;
-    let query = parse_query(query.as_deref())?;
-    let (sp, scope) = scope(&state, &query)?;
-    let device = device(&query)?;
-    if !allowed.contains(&sp.id) {
-        return Err(not_bound(sp));
-    }
-    state.store_call(state.store().reset_devices(&scope, device.as_ref())).await?;
-    Ok(StatusCode::NO_CONTENT)
+    bearer_reset(&state, query.as_deref(), &headers, KeyKind::Device).await
 }
 
 /// `DELETE /reset-tempass/v3/reset/generic` (and `/v2.1/reset/generic`): identity bindings.
@@ -120,15 +158,7 @@ pub(crate) async fn reset_identities(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let allowed = reset_grant(&state, &headers).await?;
-    let query = parse_query(query.as_deref())?;
-    let (sp, scope) = scope(&state, &query)?;
-    let identity = identity(&query)?;
-    if !allowed.contains(&sp.id) {
-        return Err(not_bound(sp));
-    }
-    state.store_call(state.store().reset_identities(&scope, identity.as_ref())).await?;
-    Ok(StatusCode::NO_CONTENT)
+    bearer_reset(&state, query.as_deref(), &headers, KeyKind::Identity).await
 }
 
 /// `DELETE /reset-tempass/v2/reset` with an `ApiKey` header (seed 000): device bindings.
@@ -146,7 +176,7 @@ pub(crate) async fn reset_devices_with_api_key(
         .to_owned();
     let query = parse_query(query.as_deref())?;
     let (sp, scope) = scope(&state, &query)?;
-    let device = device(&query)?;
+    let target = target(&query, KeyKind::Device)?;
     let api_key = state.store_call(state.store().find_api_key(&secret_hash(&key))).await?;
     match api_key {
         Some(api_key) if api_key.revoked_at.is_none() && api_key.service_provider == sp.id => {}
@@ -157,6 +187,5 @@ pub(crate) async fn reset_devices_with_api_key(
             ));
         }
     }
-    state.store_call(state.store().reset_devices(&scope, device.as_ref())).await?;
-    Ok(StatusCode::NO_CONTENT)
+    apply(&state, &scope, target).await
 }
