@@ -1,0 +1,308 @@
+//! The PostgreSQL backend of temppass: any number of `temppass serve`
+//! processes share one state, with the semantics of the embedded store.
+//!
+//! A bounded `deadpool-postgres` pool of `tokio-postgres` connections. Every
+//! operation runs under one deadline (pool wait, statements and all), and the
+//! server is told the same limit (`statement_timeout`,
+//! `idle_in_transaction_session_timeout`), so neither side waits for ever.
+//! Reads are one statement. Writes are one short `READ COMMITTED` transaction
+//! whose statements are pipelined: they are all sent before the first answer
+//! is read, so a transaction costs two network round trips. Atomicity comes
+//! from locks, taken in one global order (see `trials.rs` and
+//! docs/ARCHITECTURE.md); the decisions are `temppass_core`'s.
+
+mod connection;
+mod migrate;
+mod records;
+mod trials;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
+use temppass_store::{
+    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, Client, ReclaimReport, Session, Store, StoreError,
+    StoredSigningKey, TrialLookup,
+};
+use tokio_postgres::NoTls;
+
+use connection::Conn;
+
+/// How the PostgreSQL store connects.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Connections per server. PostgreSQL's `max_connections` (100 by
+    /// default) must cover this times the number of servers, plus the admin commands.
+    pub pool_size: usize,
+    /// Opening one connection (TCP and the start-up handshake).
+    pub connect_timeout: Duration,
+    /// One whole store operation: waiting for a pooled connection, and every
+    /// statement of it. PostgreSQL is given the same limit as
+    /// `statement_timeout` and `idle_in_transaction_session_timeout`, so a
+    /// transaction abandoned by a dead server releases its locks.
+    pub operation_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self { pool_size: 16, connect_timeout: Duration::from_secs(2), operation_timeout: Duration::from_secs(2) }
+    }
+}
+
+/// The shared store: one PostgreSQL database, any number of servers.
+pub struct PostgresStore {
+    pool: Pool,
+    operation_timeout: Duration,
+    reclaim_cursor: Mutex<trials::ReclaimCursor>,
+    /// `host:port/dbname` for messages: never the password.
+    target: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").field("target", &self.target).finish_non_exhaustive()
+    }
+}
+
+/// Turns a driver error into a store error; the one place that reads SQLSTATE codes.
+pub(crate) fn to_store_error(error: tokio_postgres::Error) -> StoreError {
+    use tokio_postgres::error::SqlState;
+    let Some(code) = error.code() else {
+        // No SQLSTATE: the connection broke, or never opened (I/O, timeout, closed).
+        return StoreError::Unavailable(error.to_string());
+    };
+    let message = error.as_db_error().map_or_else(|| error.to_string(), |db| format!("{}: {}", db.code().code(), db));
+    if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::EXCLUSION_VIOLATION {
+        return StoreError::Conflict(message);
+    }
+    let unavailable = [
+        SqlState::QUERY_CANCELED, // statement_timeout
+        SqlState::LOCK_NOT_AVAILABLE,
+        SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::READ_ONLY_SQL_TRANSACTION, // a standby after a fail-over
+    ];
+    // Class 08: connection exceptions.
+    if unavailable.contains(code) || code.code().starts_with("08") {
+        StoreError::Unavailable(message)
+    } else {
+        StoreError::Internal(message)
+    }
+}
+
+/// `host:port/dbname` of a configuration, for messages.
+fn describe(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(name)) => name.clone(),
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", config.get_dbname().unwrap_or(config.get_user().unwrap_or("")))
+}
+
+impl PostgresStore {
+    /// Connects to the database of `url` (`postgres://user:password@host:port/dbname?…`)
+    /// and brings its schema up to date. Fails with [`StoreError::Unavailable`]
+    /// when PostgreSQL cannot be reached within the timeouts.
+    pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(StoreError::Internal(
+                "sslmode=require: this temppass connects to PostgreSQL without TLS; use a local socket, \
+                 a private network or a TLS tunnel"
+                    .into(),
+            ));
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.connect_timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("temppass");
+        }
+        // A dead peer is noticed by TCP within seconds, not the default two hours.
+        config.keepalives_idle(Duration::from_secs(10));
+        let limit_ms = options.operation_timeout.as_millis().max(1);
+        let server_limits =
+            format!("-c statement_timeout={limit_ms} -c idle_in_transaction_session_timeout={limit_ms}");
+        let server_options = match config.get_options() {
+            Some(existing) if !existing.trim().is_empty() => format!("{existing} {server_limits}"),
+            _ => server_limits,
+        };
+        config.options(server_options);
+        let target = describe(&config);
+
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.operation_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.operation_timeout))
+            .build()
+            .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))?;
+        let store =
+            Self { pool, operation_timeout: options.operation_timeout, reclaim_cursor: Mutex::default(), target };
+        let mut conn = store.conn().await?;
+        migrate::run(&mut conn).await?;
+        Ok(store)
+    }
+
+    /// A pooled connection.
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        connection::get(&self.pool, &self.target).await
+    }
+
+    /// Runs one operation under the operation deadline. When the deadline
+    /// passes, the operation's future is dropped, and with it its connection
+    /// (see [`Conn`]), so no half-finished exchange is handed to the next caller.
+    async fn within_deadline<T>(
+        &self,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.operation_timeout, operation).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "PostgreSQL at {} did not answer within {:?}",
+                self.target, self.operation_timeout
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn find_trial(&self, lookup: TrialLookup<'_>) -> Result<Option<Trial>, StoreError> {
+        self.within_deadline(async {
+            let mut conn = self.conn().await?;
+            Ok(trials::find(&mut conn, lookup).await?.merged())
+        })
+        .await
+    }
+
+    async fn authorize(
+        &self,
+        lookup: TrialLookup<'_>,
+        rule: &Rule,
+        resource: &ResourceId,
+        now: Timestamp,
+    ) -> Result<AuthorizeOutcome, StoreError> {
+        // The rule and the clock decide which trials count, whatever the caller passed.
+        let lookup = TrialLookup { valid_since: rule.valid_since(now), ..lookup };
+        self.within_deadline(async {
+            let mut conn = self.conn().await?;
+            // Most authorizations continue a trial that needs no write: one statement answers those.
+            if let Some(outcome) = trials::authorize_without_write(&mut conn, lookup, rule, resource, now).await? {
+                return Ok(outcome);
+            }
+            trials::authorize(&mut conn, lookup, rule, resource, now).await
+        })
+        .await
+    }
+
+    async fn reset_devices(&self, scope: &RuleScope, device: Option<&DeviceId>) -> Result<(), StoreError> {
+        self.within_deadline(async {
+            let mut conn = self.conn().await?;
+            trials::reset(&mut conn, scope, trials::KeyKind::Device, device.map(DeviceId::as_str)).await
+        })
+        .await
+    }
+
+    async fn reset_identities(&self, scope: &RuleScope, identity: Option<&IdentityHash>) -> Result<(), StoreError> {
+        self.within_deadline(async {
+            let mut conn = self.conn().await?;
+            trials::reset(&mut conn, scope, trials::KeyKind::Identity, identity.map(IdentityHash::as_str)).await
+        })
+        .await
+    }
+
+    async fn create_application(&self, application: &Application) -> Result<(), StoreError> {
+        self.within_deadline(async { records::insert_application(&mut self.conn().await?, application).await }).await
+    }
+
+    async fn find_application(&self, id: &str) -> Result<Option<Application>, StoreError> {
+        self.within_deadline(async { records::find_application(&mut self.conn().await?, id).await }).await
+    }
+
+    async fn revoke_application(&self, name: &str, now: Timestamp) -> Result<bool, StoreError> {
+        self.within_deadline(async { records::revoke_application(&mut self.conn().await?, name, now).await }).await
+    }
+
+    async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
+        self.within_deadline(async { records::insert_client(&mut self.conn().await?, client).await }).await
+    }
+
+    async fn find_client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
+        self.within_deadline(async { records::find_client(&mut self.conn().await?, client_id).await }).await
+    }
+
+    async fn create_access_token(&self, token: &AccessToken) -> Result<(), StoreError> {
+        self.within_deadline(async { records::insert_access_token(&mut self.conn().await?, token).await }).await
+    }
+
+    async fn find_access_grant(&self, token_hash: &str) -> Result<Option<AccessGrant>, StoreError> {
+        self.within_deadline(async { records::find_access_grant(&mut self.conn().await?, token_hash).await }).await
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+        self.within_deadline(async { records::insert_session(&mut self.conn().await?, session).await }).await
+    }
+
+    async fn find_session(&self, code: &str) -> Result<Option<Session>, StoreError> {
+        self.within_deadline(async { records::find_session(&mut self.conn().await?, code).await }).await
+    }
+
+    async fn update_session(&self, session: &Session) -> Result<(), StoreError> {
+        self.within_deadline(async { records::update_session(&mut self.conn().await?, session).await }).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        self.within_deadline(async { records::insert_api_key(&mut self.conn().await?, key).await }).await
+    }
+
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        self.within_deadline(async { records::find_api_key(&mut self.conn().await?, key_hash).await }).await
+    }
+
+    async fn revoke_api_key(&self, key_hash: &str, now: Timestamp) -> Result<bool, StoreError> {
+        self.within_deadline(async { records::revoke_api_key(&mut self.conn().await?, key_hash, now).await }).await
+    }
+
+    async fn reclaim(&self, now: Timestamp, budget: usize) -> Result<ReclaimReport, StoreError> {
+        let cursor = self.reclaim_cursor.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let (report, walked) = self
+            .within_deadline(async {
+                let mut conn = self.conn().await?;
+                trials::reclaim(&mut conn, cursor, now, budget.max(1)).await
+            })
+            .await?;
+        // Only a committed step moves the cursor; should it fail, the range is walked again.
+        *self.reclaim_cursor.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = walked;
+        Ok(report)
+    }
+
+    async fn ensure_signing_key(&self, candidate: &StoredSigningKey) -> Result<Vec<StoredSigningKey>, StoreError> {
+        self.within_deadline(async { records::ensure_signing_key(&mut self.conn().await?, candidate).await }).await
+    }
+
+    async fn add_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError> {
+        self.within_deadline(async { records::insert_signing_key(&mut self.conn().await?, key).await }).await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
+        self.within_deadline(async { records::signing_keys(&mut self.conn().await?).await }).await
+    }
+}

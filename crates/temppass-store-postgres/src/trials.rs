@@ -1,0 +1,762 @@
+//! Trials, bindings and generations in PostgreSQL (SPEC.md §2 and §7).
+//!
+//! The tables and their meaning are the SQLite backend's: a trial is found
+//! through a binding `(service provider, mvpd, key kind, key) → trial`, which
+//! counts only while its generation is the current one of its
+//! `(service provider, mvpd, key kind)`. The decision is
+//! `temppass_core::authorize`; this module loads, locks and stores.
+//!
+//! Several servers write at once, so every write transaction takes its locks
+//! in one global order, which rules out lock cycles between them:
+//!
+//! 1. shared advisory locks on the generations it reads (an "all" reset takes
+//!    one exclusively, so it waits for the authorizations in flight and they
+//!    never bind with a generation that is being superseded);
+//! 2. exclusive advisory locks on its lookup keys, sorted (two first
+//!    authorizations of one key queue here; the second then finds the trial);
+//! 3. `FOR UPDATE` row locks on the trials those keys point to, sorted by id.
+//!
+//! Rule that makes the row locks enough: the set of bindings pointing to a
+//! trial changes only under that trial's row lock (bind, merge, reset,
+//! reclaim all take it). So once a transaction holds the rows, a statement
+//! started after that reads bindings that nobody else can change until it
+//! commits. A key's binding can still move between the read that chose the
+//! rows and the lock (a concurrent merge); the transaction reads again after
+//! locking and starts over when a key now points to a trial it did not lock.
+
+use std::collections::BTreeSet;
+
+use temppass_core::{
+    AuthorizeVerdict, ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId, TrialUpdate, authorize as decide, merge,
+};
+use temppass_store::{AuthorizeOutcome, ReclaimReport, StoreError, TrialLookup};
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+
+use crate::connection::{Conn, Param};
+use crate::to_store_error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    Device = 0,
+    Identity = 1,
+}
+
+impl KeyKind {
+    fn code(self) -> i16 {
+        self as i16
+    }
+}
+
+/// How often a write transaction starts over (a concurrent merge moved a key,
+/// or PostgreSQL reported a deadlock) before the store reports itself unavailable.
+const MAX_ATTEMPTS: usize = 8;
+
+// --- statements -------------------------------------------------------------
+
+const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+const COMMIT: &str = "COMMIT";
+const LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::bigint[]) AS k";
+// `unnest` yields the array in order, so the locks are taken in the (sorted) order given.
+const LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k";
+
+/// The bindings of a device and (optionally) an identity, whatever their
+/// generation, with their trials: $1 service provider, $2 mvpd, $3 device id,
+/// $4 identity hash or NULL, $5 valid since (ms). One statement: two primary-key
+/// probes into `bindings`, one into `generations` and `trials` each.
+const FIND: &str = "
+    SELECT k.kind, b.trial_id,
+           COALESCE(b.generation = COALESCE(g.generation, 0) AND t.started_at_ms >= $5, false) AS valid,
+           t.started_at_ms, t.expires_at_ms, t.used_resources
+    FROM (VALUES (0::smallint, $3::text), (1::smallint, $4::text)) AS k (kind, key)
+    JOIN bindings b
+      ON b.service_provider = $1 AND b.mvpd = $2 AND b.key_kind = k.kind AND b.key = k.key
+    LEFT JOIN generations g
+      ON g.service_provider = $1 AND g.mvpd = $2 AND g.key_kind = k.kind
+    LEFT JOIN trials t ON t.id = b.trial_id";
+
+/// Locks, in id order, the trials the keys of [`FIND`] point to ($1–$4 as there).
+const LOCK_TRIALS: &str = "
+    SELECT t.id FROM trials t
+    WHERE t.id IN (
+        SELECT b.trial_id
+        FROM (VALUES (0::smallint, $3::text), (1::smallint, $4::text)) AS k (kind, key)
+        JOIN bindings b
+          ON b.service_provider = $1 AND b.mvpd = $2 AND b.key_kind = k.kind AND b.key = k.key)
+    ORDER BY t.id
+    FOR UPDATE OF t";
+
+const LOCK_TRIAL_IDS: &str = "SELECT id FROM trials WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE";
+
+/// Binds keys ($3 kinds, $4 keys) to trial $5 with the current generation.
+const BIND: &str = "
+    INSERT INTO bindings (service_provider, mvpd, key_kind, key, generation, trial_id)
+    SELECT $1, $2, k.kind, k.key, COALESCE(g.generation, 0), $5
+    FROM unnest($3::smallint[], $4::text[]) AS k (kind, key)
+    LEFT JOIN generations g ON g.service_provider = $1 AND g.mvpd = $2 AND g.key_kind = k.kind
+    ON CONFLICT (service_provider, mvpd, key_kind, key)
+    DO UPDATE SET generation = excluded.generation, trial_id = excluded.trial_id";
+
+/// Starts a trial ($5 started, $6 expires, $7 used resources) and binds keys
+/// ($3 kinds, $4 keys) to it, in one statement; answers the new id.
+const START: &str = "
+    WITH trial AS (
+        INSERT INTO trials (service_provider, mvpd, started_at_ms, expires_at_ms, used_resources)
+        VALUES ($1, $2, $5, $6, $7)
+        RETURNING id
+    ), bound AS (
+        INSERT INTO bindings (service_provider, mvpd, key_kind, key, generation, trial_id)
+        SELECT $1, $2, k.kind, k.key, COALESCE(g.generation, 0), trial.id
+        FROM trial, unnest($3::smallint[], $4::text[]) AS k (kind, key)
+        LEFT JOIN generations g ON g.service_provider = $1 AND g.mvpd = $2 AND g.key_kind = k.kind
+        ON CONFLICT (service_provider, mvpd, key_kind, key)
+        DO UPDATE SET generation = excluded.generation, trial_id = excluded.trial_id
+    )
+    SELECT id FROM trial";
+
+const UPDATE_RESOURCES: &str = "UPDATE trials SET used_resources = $2 WHERE id = $1";
+const MOVE_BINDINGS: &str = "UPDATE bindings SET trial_id = $1 WHERE trial_id = $2";
+const DELETE_TRIAL: &str = "DELETE FROM trials WHERE id = $1";
+/// Deletes those of the trials $1 that no binding points to; the caller holds their row locks.
+const DELETE_UNBOUND: &str = "
+    DELETE FROM trials t
+    WHERE t.id = ANY($1::bigint[]) AND NOT EXISTS (SELECT 1 FROM bindings b WHERE b.trial_id = t.id)
+    RETURNING t.id";
+
+const LOCK_KEY_TRIAL: &str = "
+    SELECT t.id FROM trials t
+    WHERE t.id IN (SELECT trial_id FROM bindings
+                   WHERE service_provider = $1 AND mvpd = $2 AND key_kind = $3 AND key = $4)
+    ORDER BY t.id
+    FOR UPDATE OF t";
+const DELETE_BINDING: &str = "
+    DELETE FROM bindings WHERE service_provider = $1 AND mvpd = $2 AND key_kind = $3 AND key = $4
+    RETURNING trial_id";
+/// The O(1) reset of all keys of a kind: waits for the authorizations that
+/// read this generation (they hold its advisory lock shared), then bumps it.
+const BUMP_GENERATION: &str = "
+    WITH exclusive AS (SELECT pg_advisory_xact_lock($4))
+    INSERT INTO generations (service_provider, mvpd, key_kind, generation)
+    SELECT $1, $2, $3, 1 FROM exclusive
+    ON CONFLICT (service_provider, mvpd, key_kind) DO UPDATE SET generation = generations.generation + 1";
+
+const RECLAIM_PAGE: &str = "
+    SELECT b.service_provider, b.mvpd, b.key_kind, b.key, b.generation, b.trial_id, COALESCE(g.generation, 0)
+    FROM bindings b
+    LEFT JOIN generations g
+      ON g.service_provider = b.service_provider AND g.mvpd = b.mvpd AND g.key_kind = b.key_kind
+    WHERE (b.service_provider, b.mvpd, b.key_kind, b.key) > ($1, $2, $3, $4)
+    ORDER BY b.service_provider, b.mvpd, b.key_kind, b.key
+    LIMIT $5";
+/// Deletes bindings still older than the generation read with them (an
+/// authorization may have re-bound one since: that one stays).
+const DELETE_SUPERSEDED: &str = "
+    DELETE FROM bindings b
+    USING unnest($1::text[], $2::text[], $3::smallint[], $4::text[], $5::bigint[]) AS d (sp, mvpd, kind, key, current)
+    WHERE b.service_provider = d.sp AND b.mvpd = d.mvpd AND b.key_kind = d.kind AND b.key = d.key
+      AND b.generation < d.current
+    RETURNING 1";
+const DELETE_EXPIRED_SESSIONS: &str = "
+    DELETE FROM sessions WHERE code IN
+      (SELECT code FROM sessions WHERE expires_at_ms <= $1 ORDER BY expires_at_ms LIMIT $2)
+    RETURNING 1";
+const DELETE_EXPIRED_TOKENS: &str = "
+    DELETE FROM access_tokens WHERE token_hash IN
+      (SELECT token_hash FROM access_tokens WHERE expires_at_ms <= $1 ORDER BY expires_at_ms LIMIT $2)
+    RETURNING 1";
+
+// --- advisory lock keys -------------------------------------------------------
+
+/// A 64-bit FNV-1a hash: the same on every server, unlike std's seeded
+/// hasher. Each part is length-prefixed so no two key tuples share an input.
+/// A collision only makes two unrelated keys wait for each other.
+fn lock_key(parts: &[&[u8]]) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in (part.len() as u64).to_le_bytes().iter().chain(part.iter()) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash as i64
+}
+
+fn generation_lock(scope: &RuleScope, kind: KeyKind) -> i64 {
+    let sp = scope.service_provider.as_str().as_bytes();
+    lock_key(&[b"generation", sp, scope.mvpd.as_str().as_bytes(), &[kind as u8]])
+}
+
+fn key_lock(scope: &RuleScope, kind: KeyKind, key: &str) -> i64 {
+    let sp = scope.service_provider.as_str().as_bytes();
+    lock_key(&[b"binding", sp, scope.mvpd.as_str().as_bytes(), &[kind as u8], key.as_bytes()])
+}
+
+fn sorted(mut keys: Vec<i64>) -> Vec<i64> {
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+// --- reading ------------------------------------------------------------------
+
+fn decode_trial(id: i64, started_at_ms: i64, expires_at_ms: i64, used: Vec<String>) -> Result<Trial, StoreError> {
+    let used_resources = used
+        .iter()
+        .map(|raw| {
+            ResourceId::parse(raw).map_err(|e| StoreError::Internal(format!("trial {id}: resource {raw:?}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Trial {
+        id: TrialId(id),
+        started_at: Timestamp::from_millis(started_at_ms),
+        expires_at: Timestamp::from_millis(expires_at_ms),
+        used_resources,
+    })
+}
+
+/// A key's binding as stored, whatever its generation.
+struct Binding {
+    trial_id: i64,
+    /// Of the current generation, and its trial started at or after `valid_since`.
+    valid: bool,
+    /// `None` only if the binding points to a trial that is gone, which the locking rules prevent.
+    trial: Option<Trial>,
+}
+
+/// What [`FIND`] answers for the two keys of a lookup.
+#[derive(Default)]
+struct Bindings {
+    device: Option<Binding>,
+    identity: Option<Binding>,
+}
+
+impl Bindings {
+    fn from_rows(rows: &[Row]) -> Result<Self, StoreError> {
+        let mut bindings = Self::default();
+        for row in rows {
+            let kind: i16 = row.try_get(0).map_err(to_store_error)?;
+            let trial_id: i64 = row.try_get(1).map_err(to_store_error)?;
+            let valid: bool = row.try_get(2).map_err(to_store_error)?;
+            let started: Option<i64> = row.try_get(3).map_err(to_store_error)?;
+            let expires: Option<i64> = row.try_get(4).map_err(to_store_error)?;
+            let used: Option<Vec<String>> = row.try_get(5).map_err(to_store_error)?;
+            let trial = match (started, expires, used) {
+                (Some(started), Some(expires), Some(used)) => Some(decode_trial(trial_id, started, expires, used)?),
+                _ => None,
+            };
+            let binding = Some(Binding { trial_id, valid: valid && trial.is_some(), trial });
+            if kind == KeyKind::Device.code() {
+                bindings.device = binding;
+            } else {
+                bindings.identity = binding;
+            }
+        }
+        Ok(bindings)
+    }
+
+    /// The ids of the trials these bindings point to, where the trial exists.
+    fn trial_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        [&self.device, &self.identity].into_iter().flatten().filter(|b| b.trial.is_some()).map(|b| b.trial_id)
+    }
+
+    fn found(&self) -> Found {
+        let valid = |binding: &Option<Binding>| binding.as_ref().filter(|b| b.valid).and_then(|b| b.trial.clone());
+        Found { by_device: valid(&self.device), by_identity: valid(&self.identity) }
+    }
+}
+
+/// The trials a lookup's keys find, each already filtered by `valid_since`.
+pub(crate) struct Found {
+    by_device: Option<Trial>,
+    by_identity: Option<Trial>,
+}
+
+impl Found {
+    /// The trial these keys stand for: the merge of both when they differ.
+    pub(crate) fn merged(self) -> Option<Trial> {
+        match (self.by_device, self.by_identity) {
+            (Some(a), Some(b)) if a.id != b.id => Some(merge(a, b).0),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// True when every key of the lookup is already bound to one and the same trial.
+    fn fully_bound(&self, wants_identity: bool) -> bool {
+        match (&self.by_device, &self.by_identity) {
+            (Some(device), Some(identity)) => device.id == identity.id,
+            (Some(_), None) => !wants_identity,
+            _ => false,
+        }
+    }
+}
+
+/// The parameters of [`FIND`] and [`LOCK_TRIALS`].
+struct LookupParams<'a> {
+    service_provider: &'a str,
+    mvpd: &'a str,
+    device: &'a str,
+    identity: Option<&'a str>,
+    valid_since_ms: i64,
+}
+
+impl<'a> LookupParams<'a> {
+    fn new(lookup: TrialLookup<'a>) -> Self {
+        Self {
+            service_provider: lookup.scope.service_provider.as_str(),
+            mvpd: lookup.scope.mvpd.as_str(),
+            device: lookup.device.as_str(),
+            identity: lookup.identity.map(|i| i.as_str()),
+            valid_since_ms: lookup.valid_since.as_millis(),
+        }
+    }
+
+    fn all(&self) -> [Param<'_>; 5] {
+        [&self.service_provider, &self.mvpd, &self.device, &self.identity, &self.valid_since_ms]
+    }
+}
+
+async fn find_bindings(conn: &mut Conn, lookup: TrialLookup<'_>) -> Result<Bindings, StoreError> {
+    let params = LookupParams::new(lookup);
+    let rows = conn.query(FIND, &params.all()).await?;
+    Bindings::from_rows(&rows)
+}
+
+pub(crate) async fn find(conn: &mut Conn, lookup: TrialLookup<'_>) -> Result<Found, StoreError> {
+    Ok(find_bindings(conn, lookup).await?.found())
+}
+
+/// Answers an authorization that changes nothing (every key bound to one
+/// trial, and the resource needs no new slot) with one statement, or `None`
+/// when a write is needed. Linearizable: it reads one committed state, and an
+/// authorization that changes nothing may be ordered at that point.
+pub(crate) async fn authorize_without_write(
+    conn: &mut Conn,
+    lookup: TrialLookup<'_>,
+    rule: &Rule,
+    resource: &ResourceId,
+    now: Timestamp,
+) -> Result<Option<AuthorizeOutcome>, StoreError> {
+    let found = find(conn, lookup).await?;
+    if !found.fully_bound(lookup.identity.is_some()) {
+        return Ok(None);
+    }
+    let trial = found.merged();
+    Ok(match decide(rule, trial.as_ref(), resource, now) {
+        AuthorizeVerdict::Permit(TrialUpdate::Unchanged) => Some(AuthorizeOutcome { decision: Ok(()), trial }),
+        AuthorizeVerdict::Deny(reason) => Some(AuthorizeOutcome { decision: Err(reason), trial }),
+        AuthorizeVerdict::Permit(_) => None,
+    })
+}
+
+// --- authorizing ----------------------------------------------------------------
+
+/// The statements of the write path, prepared (once per connection) before
+/// the transaction starts so that its statements can be pipelined.
+struct AuthorizeStatements {
+    begin: tokio_postgres::Statement,
+    commit: tokio_postgres::Statement,
+    lock_shared: tokio_postgres::Statement,
+    lock_exclusive: tokio_postgres::Statement,
+    lock_trials: tokio_postgres::Statement,
+    find: tokio_postgres::Statement,
+    start: tokio_postgres::Statement,
+    bind: tokio_postgres::Statement,
+    update_resources: tokio_postgres::Statement,
+    move_bindings: tokio_postgres::Statement,
+    delete_trial: tokio_postgres::Statement,
+    delete_unbound: tokio_postgres::Statement,
+}
+
+impl AuthorizeStatements {
+    async fn prepare(conn: &mut Conn) -> Result<Self, StoreError> {
+        Ok(Self {
+            begin: conn.prepare(BEGIN).await?,
+            commit: conn.prepare(COMMIT).await?,
+            lock_shared: conn.prepare(LOCK_SHARED).await?,
+            lock_exclusive: conn.prepare(LOCK_EXCLUSIVE).await?,
+            lock_trials: conn.prepare(LOCK_TRIALS).await?,
+            find: conn.prepare(FIND).await?,
+            start: conn.prepare(START).await?,
+            bind: conn.prepare(BIND).await?,
+            update_resources: conn.prepare(UPDATE_RESOURCES).await?,
+            move_bindings: conn.prepare(MOVE_BINDINGS).await?,
+            delete_trial: conn.prepare(DELETE_TRIAL).await?,
+            delete_unbound: conn.prepare(DELETE_UNBOUND).await?,
+        })
+    }
+}
+
+enum Attempt<T> {
+    Done(T),
+    /// A key moved to a trial this transaction had not locked: start over.
+    StartOver,
+}
+
+/// Why a transaction attempt stopped: PostgreSQL's error (some are worth a
+/// retry), or the store's own.
+enum TxError {
+    Db(tokio_postgres::Error),
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for TxError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::Db(error)
+    }
+}
+
+impl From<StoreError> for TxError {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+fn worth_retrying(error: &tokio_postgres::Error) -> bool {
+    matches!(error.code(), Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE)
+}
+
+/// Runs `attempt` until it is done, starting over (after a rollback) when it
+/// asks to or when PostgreSQL broke a deadlock, at most [`MAX_ATTEMPTS`] times.
+/// On any other error the connection is dropped mid-transaction, which closes it.
+macro_rules! with_retries {
+    ($conn:expr, $what:literal, $attempt:expr) => {{
+        let mut outcome = Err(StoreError::Unavailable(format!(
+            "{} did not settle after {MAX_ATTEMPTS} attempts under contention",
+            $what
+        )));
+        for _ in 0..MAX_ATTEMPTS {
+            match $attempt {
+                Ok(Attempt::Done(value)) => {
+                    outcome = Ok(value);
+                    break;
+                }
+                Ok(Attempt::StartOver) => $conn.rollback().await?,
+                Err(TxError::Db(error)) if worth_retrying(&error) => $conn.rollback().await?,
+                Err(TxError::Db(error)) => return Err(to_store_error(error)),
+                Err(TxError::Store(error)) => return Err(error),
+            }
+        }
+        outcome
+    }};
+}
+
+/// The whole authorization in one short transaction: lock, find, merge,
+/// decide, record, bind. Two round trips: everything up to the read, then
+/// every write and the commit.
+pub(crate) async fn authorize(
+    conn: &mut Conn,
+    lookup: TrialLookup<'_>,
+    rule: &Rule,
+    resource: &ResourceId,
+    now: Timestamp,
+) -> Result<AuthorizeOutcome, StoreError> {
+    let statements = AuthorizeStatements::prepare(conn).await?;
+    with_retries!(conn, "an authorization", authorize_once(conn, &statements, lookup, rule, resource, now).await)
+}
+
+async fn authorize_once(
+    conn: &mut Conn,
+    s: &AuthorizeStatements,
+    lookup: TrialLookup<'_>,
+    rule: &Rule,
+    resource: &ResourceId,
+    now: Timestamp,
+) -> Result<Attempt<AuthorizeOutcome>, TxError> {
+    let scope = lookup.scope;
+    let device = lookup.device.as_str();
+    let identity = lookup.identity.map(|i| i.as_str());
+    let mut generation_locks = vec![generation_lock(scope, KeyKind::Device)];
+    let mut key_locks = vec![key_lock(scope, KeyKind::Device, device)];
+    if let Some(identity) = identity {
+        generation_locks.push(generation_lock(scope, KeyKind::Identity));
+        key_locks.push(key_lock(scope, KeyKind::Identity, identity));
+    }
+    let (generation_locks, key_locks) = (sorted(generation_locks), sorted(key_locks));
+    let params = LookupParams::new(lookup);
+    let all = params.all();
+
+    conn.transaction_opening();
+    let answers = conn
+        .pipeline(&[
+            (&s.begin, &[]),
+            (&s.lock_shared, &[&generation_locks]),
+            (&s.lock_exclusive, &[&key_locks]),
+            (&s.lock_trials, &all[..4]),
+            (&s.find, &all),
+        ])
+        .await?;
+    let locked = answers[3].iter().map(|row| row.try_get::<_, i64>(0)).collect::<Result<BTreeSet<i64>, _>>()?;
+    let bindings = Bindings::from_rows(&answers[4])?;
+    if bindings.trial_ids().any(|id| !locked.contains(&id)) {
+        return Ok(Attempt::StartOver);
+    }
+
+    let Found { by_device, by_identity } = bindings.found();
+    let device_trial = by_device.as_ref().map(|t| t.id);
+    let identity_trial = by_identity.as_ref().map(|t| t.id);
+    let mut merged = None;
+    let mut trial = match (by_device, by_identity) {
+        (Some(a), Some(b)) if a.id != b.id => {
+            let (survivor, absorbed) = merge(a, b);
+            merged = Some((survivor.id.0, absorbed.id.0));
+            Some(survivor)
+        }
+        (a, b) => a.or(b),
+    };
+    let mut resources_changed = merged.is_some();
+    let mut start = None;
+    let decision = match decide(rule, trial.as_ref(), resource, now) {
+        AuthorizeVerdict::Deny(reason) => Err(reason),
+        AuthorizeVerdict::Permit(TrialUpdate::Unchanged) => Ok(()),
+        AuthorizeVerdict::Permit(TrialUpdate::Start { started_at, expires_at, used_resources }) => {
+            start = Some((started_at, expires_at, used_resources));
+            Ok(())
+        }
+        AuthorizeVerdict::Permit(TrialUpdate::AddResource(resource)) => {
+            let Some(current) = trial.as_mut() else {
+                return Err(StoreError::Internal("a resource was added to no trial".into()).into());
+            };
+            current.used_resources.push(resource);
+            resources_changed = true;
+            Ok(())
+        }
+    };
+
+    // The keys to (re)bind, and the trials they pointed to before: such a
+    // trial (absent since a scheduled or "all" reset) is deleted once nothing
+    // else finds it — lazy, O(1) reclaiming on the path that made it garbage.
+    let final_id = trial.as_ref().map(|t| t.id);
+    let mut kinds: Vec<i16> = Vec::new();
+    let mut keys: Vec<&str> = Vec::new();
+    let mut previous: Vec<i64> = Vec::new();
+    let device_rebinds = start.is_some() || (final_id.is_some() && device_trial != final_id);
+    let identity_rebinds = start.is_some() || (final_id.is_some() && identity_trial != final_id);
+    let candidates = [
+        (KeyKind::Device, Some(device).filter(|_| device_rebinds), &bindings.device),
+        (KeyKind::Identity, identity.filter(|_| identity_rebinds), &bindings.identity),
+    ];
+    for (kind, key, binding) in candidates {
+        let Some(key) = key else { continue };
+        kinds.push(kind.code());
+        keys.push(key);
+        if let Some(old) = binding.as_ref().filter(|b| b.trial.is_some()).map(|b| b.trial_id) {
+            previous.push(old);
+        }
+    }
+    previous.retain(|old| Some(TrialId(*old)) != final_id);
+
+    let survivor_id: i64 = final_id.map_or(0, |id| id.0);
+    let survivor_resources: Vec<&str> =
+        trial.as_ref().map(|t| t.used_resources.iter().map(ResourceId::as_str).collect()).unwrap_or_default();
+    let (started_ms, expires_ms, start_resources): (i64, i64, Vec<&str>) = match &start {
+        Some((started_at, expires_at, used)) => {
+            (started_at.as_millis(), expires_at.as_millis(), used.iter().map(ResourceId::as_str).collect())
+        }
+        None => (0, 0, Vec::new()),
+    };
+    let (merge_survivor, merge_absorbed): (i64, i64) = merged.unwrap_or_default();
+    let (sp, mvpd) = (params.service_provider, params.mvpd);
+
+    let mut batch: Vec<(&tokio_postgres::Statement, Vec<Param<'_>>)> = Vec::new();
+    if merged.is_some() {
+        batch.push((&s.move_bindings, vec![&merge_survivor, &merge_absorbed]));
+        batch.push((&s.delete_trial, vec![&merge_absorbed]));
+    }
+    if resources_changed && start.is_none() {
+        batch.push((&s.update_resources, vec![&survivor_id, &survivor_resources]));
+    }
+    let start_index = batch.len();
+    if start.is_some() {
+        batch.push((&s.start, vec![&sp, &mvpd, &kinds, &keys, &started_ms, &expires_ms, &start_resources]));
+    } else if !keys.is_empty() {
+        batch.push((&s.bind, vec![&sp, &mvpd, &kinds, &keys, &survivor_id]));
+    }
+    if !previous.is_empty() {
+        batch.push((&s.delete_unbound, vec![&previous]));
+    }
+    batch.push((&s.commit, vec![]));
+    let statements: Vec<(&tokio_postgres::Statement, &[Param<'_>])> =
+        batch.iter().map(|(statement, params)| (*statement, params.as_slice())).collect();
+    let answers = conn.pipeline(&statements).await?;
+    conn.transaction_closed();
+
+    if let Some((started_at, expires_at, used_resources)) = start {
+        let Some(row) = answers.get(start_index).and_then(|rows| rows.first()) else {
+            return Err(StoreError::Internal("starting a trial returned no id".into()).into());
+        };
+        trial = Some(Trial { id: TrialId(row.try_get(0)?), started_at, expires_at, used_resources });
+    }
+    Ok(Attempt::Done(AuthorizeOutcome { decision, trial }))
+}
+
+// --- resetting -------------------------------------------------------------------
+
+/// Removes one binding (and its trial once nothing finds it), or all bindings of a kind in O(1).
+pub(crate) async fn reset(
+    conn: &mut Conn,
+    scope: &RuleScope,
+    kind: KeyKind,
+    key: Option<&str>,
+) -> Result<(), StoreError> {
+    let (sp, mvpd) = (scope.service_provider.as_str(), scope.mvpd.as_str());
+    match key {
+        None => {
+            let lock = generation_lock(scope, kind);
+            conn.query(BUMP_GENERATION, &[&sp, &mvpd, &kind.code(), &lock]).await?;
+            Ok(())
+        }
+        Some(key) => {
+            let statements = ResetStatements::prepare(conn).await?;
+            with_retries!(conn, "a reset", reset_one_once(conn, &statements, scope, kind, key).await)
+        }
+    }
+}
+
+struct ResetStatements {
+    begin: tokio_postgres::Statement,
+    commit: tokio_postgres::Statement,
+    lock_exclusive: tokio_postgres::Statement,
+    lock_key_trial: tokio_postgres::Statement,
+    lock_trial_ids: tokio_postgres::Statement,
+    delete_binding: tokio_postgres::Statement,
+    delete_unbound: tokio_postgres::Statement,
+}
+
+impl ResetStatements {
+    async fn prepare(conn: &mut Conn) -> Result<Self, StoreError> {
+        Ok(Self {
+            begin: conn.prepare(BEGIN).await?,
+            commit: conn.prepare(COMMIT).await?,
+            lock_exclusive: conn.prepare(LOCK_EXCLUSIVE).await?,
+            lock_key_trial: conn.prepare(LOCK_KEY_TRIAL).await?,
+            lock_trial_ids: conn.prepare(LOCK_TRIAL_IDS).await?,
+            delete_binding: conn.prepare(DELETE_BINDING).await?,
+            delete_unbound: conn.prepare(DELETE_UNBOUND).await?,
+        })
+    }
+}
+
+async fn reset_one_once(
+    conn: &mut Conn,
+    s: &ResetStatements,
+    scope: &RuleScope,
+    kind: KeyKind,
+    key: &str,
+) -> Result<Attempt<()>, TxError> {
+    let (sp, mvpd, code) = (scope.service_provider.as_str(), scope.mvpd.as_str(), kind.code());
+    let locks = vec![key_lock(scope, kind, key)];
+    let binding: [Param<'_>; 4] = [&sp, &mvpd, &code, &key];
+    conn.transaction_opening();
+    let answers = conn
+        .pipeline(&[
+            (&s.begin, &[]),
+            (&s.lock_exclusive, &[&locks]),
+            (&s.lock_key_trial, &binding),
+            (&s.delete_binding, &binding),
+        ])
+        .await?;
+    let locked = answers[2].iter().map(|row| row.try_get::<_, i64>(0)).collect::<Result<BTreeSet<i64>, _>>()?;
+    let removed: Vec<i64> = answers[3].iter().map(|row| row.try_get::<_, i64>(0)).collect::<Result<_, _>>()?;
+    let mut batch: Vec<(&tokio_postgres::Statement, &[Param<'_>])> = Vec::new();
+    let removed_param: [Param<'_>; 1] = [&removed];
+    if !removed.is_empty() {
+        // Deleting the trial needs its row lock. The binding can have moved to
+        // another trial (a merge) while this transaction waited for the first
+        // lock: then that trial is locked now, out of order; PostgreSQL breaks
+        // the rare deadlock this may cause and the reset starts over.
+        if removed.iter().any(|id| !locked.contains(id)) {
+            batch.push((&s.lock_trial_ids, &removed_param));
+        }
+        batch.push((&s.delete_unbound, &removed_param));
+    }
+    batch.push((&s.commit, &[]));
+    conn.pipeline(&batch).await?;
+    conn.transaction_closed();
+    Ok(Attempt::Done(()))
+}
+
+// --- reclaiming --------------------------------------------------------------------
+
+/// Where the reclaiming walk over bindings stopped: the last primary key it saw.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReclaimCursor(Option<(String, String, i16, String)>);
+
+/// Removes up to `budget` superseded bindings (and the trials only they
+/// found), walking the bindings in primary-key order from `cursor`, and up to
+/// `budget` expired sessions and access tokens, in one short transaction.
+/// Answers what it removed and where the walk stands now.
+pub(crate) async fn reclaim(
+    conn: &mut Conn,
+    cursor: ReclaimCursor,
+    now: Timestamp,
+    budget: usize,
+) -> Result<(ReclaimReport, ReclaimCursor), StoreError> {
+    let begin = conn.prepare(BEGIN).await?;
+    let commit = conn.prepare(COMMIT).await?;
+    let page = conn.prepare(RECLAIM_PAGE).await?;
+    let lock_trial_ids = conn.prepare(LOCK_TRIAL_IDS).await?;
+    let delete_superseded = conn.prepare(DELETE_SUPERSEDED).await?;
+    let delete_unbound = conn.prepare(DELETE_UNBOUND).await?;
+    let delete_sessions = conn.prepare(DELETE_EXPIRED_SESSIONS).await?;
+    let delete_tokens = conn.prepare(DELETE_EXPIRED_TOKENS).await?;
+
+    let (after_sp, after_mvpd, after_kind, after_key) =
+        cursor.0.unwrap_or_else(|| (String::new(), String::new(), -1, String::new()));
+    let limit = i64::try_from(budget).unwrap_or(i64::MAX);
+    conn.transaction_opening();
+    let answers = conn
+        .pipeline(&[(&begin, &[]), (&page, &[&after_sp, &after_mvpd, &after_kind, &after_key, &limit])])
+        .await
+        .map_err(to_store_error)?;
+    let rows = &answers[1];
+    let pass_complete = rows.len() < budget;
+    let mut last = None;
+    let (mut sps, mut mvpds, mut kinds, mut keys, mut currents) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut trials = Vec::new();
+    for row in rows {
+        let decode = |row: &Row| -> Result<_, tokio_postgres::Error> {
+            Ok((
+                row.try_get::<_, String>(0)?,
+                row.try_get::<_, String>(1)?,
+                row.try_get::<_, i16>(2)?,
+                row.try_get::<_, String>(3)?,
+                row.try_get::<_, i64>(4)?,
+                row.try_get::<_, i64>(5)?,
+                row.try_get::<_, i64>(6)?,
+            ))
+        };
+        let (sp, mvpd, kind, key, generation, trial, current) = decode(row).map_err(to_store_error)?;
+        if generation < current {
+            sps.push(sp.clone());
+            mvpds.push(mvpd.clone());
+            kinds.push(kind);
+            keys.push(key.clone());
+            currents.push(current);
+            trials.push(trial);
+        }
+        last = Some((sp, mvpd, kind, key));
+    }
+    let trials = sorted(trials);
+    let now_ms = now.as_millis();
+    let superseded: [Param<'_>; 5] = [&sps, &mvpds, &kinds, &keys, &currents];
+    let trial_ids: [Param<'_>; 1] = [&trials];
+    let expired: [Param<'_>; 2] = [&now_ms, &limit];
+    let mut batch: Vec<(&tokio_postgres::Statement, &[Param<'_>])> = Vec::new();
+    if !trials.is_empty() {
+        batch.push((&lock_trial_ids, &trial_ids));
+        batch.push((&delete_superseded, &superseded));
+        batch.push((&delete_unbound, &trial_ids));
+    }
+    batch.push((&delete_sessions, &expired));
+    batch.push((&delete_tokens, &expired));
+    batch.push((&commit, &[]));
+    let answers = conn.pipeline(&batch).await.map_err(to_store_error)?;
+    conn.transaction_closed();
+
+    let count = |from_end: usize| answers.len().checked_sub(from_end).map_or(0, |index| answers[index].len());
+    let (bindings, trials_removed) = if trials.is_empty() { (0, 0) } else { (count(5), count(4)) };
+    let report =
+        ReclaimReport { bindings, trials: trials_removed, sessions: count(3), access_tokens: count(2), pass_complete };
+    let cursor = if pass_complete { ReclaimCursor(None) } else { ReclaimCursor(last) };
+    Ok((report, cursor))
+}

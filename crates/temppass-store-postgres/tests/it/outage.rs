@@ -1,0 +1,172 @@
+//! PostgreSQL out of reach: operations fail as `Unavailable` (never a panic,
+//! never a hang), and the store works again by itself once PostgreSQL is back.
+//!
+//! Only a bound on hanging is asserted, never a speed: speed is measured in bench/.
+
+use std::future::Future;
+use std::time::Duration;
+
+use temppass_core::{
+    DeviceId, DurationMs, MvpdId, ResourceId, Rule, RuleKind, RuleScope, ServiceProviderId, Timestamp,
+};
+use temppass_store::{Store, StoreError, StoredSigningKey, TrialLookup};
+use temppass_store_postgres::testing::{TcpProxy, TestDatabase, with_address};
+use temppass_store_postgres::{PostgresOptions, PostgresStore};
+use tokio::net::TcpListener;
+
+/// Far longer than any timeout configured here: reaching it means the store hung.
+const HANG: Duration = Duration::from_secs(60);
+
+fn short_timeouts() -> PostgresOptions {
+    PostgresOptions {
+        pool_size: 4,
+        connect_timeout: Duration::from_millis(500),
+        operation_timeout: Duration::from_millis(500),
+    }
+}
+
+async fn without_hanging<T>(what: &str, work: impl Future<Output = T>) -> T {
+    tokio::time::timeout(HANG, work).await.unwrap_or_else(|_| panic!("{what} hung for {HANG:?}"))
+}
+
+fn assert_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
+    match result {
+        Err(StoreError::Unavailable(_)) => {}
+        other => panic!("{what}: expected StoreError::Unavailable, got {other:?}"),
+    }
+}
+
+/// A loopback port with nothing listening on it.
+async fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
+    let port = listener.local_addr().unwrap_or_else(|e| panic!("address: {e}")).port();
+    drop(listener);
+    port
+}
+
+#[tokio::test]
+async fn a_store_pointed_at_a_closed_port_fails_as_unavailable_naming_the_server() {
+    let port = closed_port().await;
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let result = without_hanging("connecting to a closed port", PostgresStore::connect(&url, short_timeouts())).await;
+    match result {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(message.contains(&format!("127.0.0.1:{port}")), "the message names no server: {message}");
+        }
+        other => panic!("expected StoreError::Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_store_whose_server_accepts_but_never_answers_fails_as_unavailable_instead_of_hanging() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
+    let port = listener.local_addr().unwrap_or_else(|e| panic!("address: {e}")).port();
+    // Accepts connections and keeps them open without a word, like a frozen server.
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let result = without_hanging("connecting to a silent server", PostgresStore::connect(&url, short_timeouts())).await;
+    assert_unavailable(result.map(drop), "connecting to a server that never answers");
+    silent.abort();
+}
+
+struct Fixture {
+    scope: RuleScope,
+    device: DeviceId,
+    rule: Rule,
+    resource: ResourceId,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            scope: RuleScope {
+                service_provider: ServiceProviderId::parse("REF30").unwrap_or_else(|e| panic!("{e}")),
+                mvpd: MvpdId::parse("flexibleTempPass").unwrap_or_else(|e| panic!("{e}")),
+            },
+            device: DeviceId::parse("living-room").unwrap_or_else(|e| panic!("{e}")),
+            rule: Rule {
+                kind: RuleKind::Promotional { max_resources: 2, identity_key: "email".into() },
+                ttl: DurationMs::parse("4h").unwrap_or_else(|e| panic!("{e}")),
+                reset: None,
+            },
+            resource: ResourceId::parse("res-1").unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    fn lookup(&self) -> TrialLookup<'_> {
+        TrialLookup {
+            scope: &self.scope,
+            device: &self.device,
+            identity: None,
+            valid_since: Timestamp::from_millis(i64::MIN),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_cut_off_from_postgres_fails_fast_as_unavailable_and_recovers_by_itself() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let proxy = TcpProxy::start(database.server_address().await).await;
+    let url = with_address(database.url(), proxy.address());
+    let store = PostgresStore::connect(&url, short_timeouts())
+        .await
+        .unwrap_or_else(|e| panic!("cannot open the store through the proxy: {e}"));
+    let fixture = Fixture::new();
+    let now = Timestamp::from_millis(1_700_000_000_000);
+    let first = store
+        .authorize(fixture.lookup(), &fixture.rule, &fixture.resource, now)
+        .await
+        .unwrap_or_else(|e| panic!("authorize before the outage: {e}"));
+    assert_eq!(first.decision, Ok(()));
+    let key = StoredSigningKey { kid: "k1".into(), seed: [7; 32], created_at: now };
+    store.ensure_signing_key(&key).await.unwrap_or_else(|e| panic!("ensure_signing_key: {e}"));
+
+    proxy.cut();
+    for round in 0..3 {
+        let later = Timestamp::from_millis(now.as_millis() + 1_000 + round);
+        let result = without_hanging(
+            "authorize during the outage",
+            store.authorize(fixture.lookup(), &fixture.rule, &fixture.resource, later),
+        )
+        .await;
+        assert_unavailable(result, "authorize during the outage");
+        let result = without_hanging("find_trial during the outage", store.find_trial(fixture.lookup())).await;
+        assert_unavailable(result, "find_trial during the outage");
+        let result = without_hanging("signing_keys during the outage", store.signing_keys()).await;
+        assert_unavailable(result, "signing_keys during the outage");
+        let result =
+            without_hanging("a reset during the outage", store.reset_devices(&fixture.scope, Some(&fixture.device)))
+                .await;
+        assert_unavailable(result, "a reset during the outage");
+    }
+    // Many callers at once: every one answers, none panics.
+    let mut callers = Vec::new();
+    let store = std::sync::Arc::new(store);
+    for _ in 0..16 {
+        let store = std::sync::Arc::clone(&store);
+        callers.push(tokio::spawn(async move { store.find_access_grant("no-such-token").await }));
+    }
+    for caller in callers {
+        let result = without_hanging("a caller during the outage", caller)
+            .await
+            .unwrap_or_else(|e| panic!("a caller during the outage panicked: {e}"));
+        assert_unavailable(result, "find_access_grant during the outage");
+    }
+
+    proxy.restore();
+    let later = Timestamp::from_millis(now.as_millis() + 60_000);
+    let again = without_hanging(
+        "authorize after the outage",
+        store.authorize(fixture.lookup(), &fixture.rule, &fixture.resource, later),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the store did not recover by itself: {e}"));
+    assert_eq!(again, first, "the trial changed across the outage");
+    let keys = store.signing_keys().await.unwrap_or_else(|e| panic!("signing_keys after the outage: {e}"));
+    assert_eq!(keys, vec![key], "the signing keys changed across the outage");
+}
