@@ -1,1 +1,471 @@
-// built SDK
+/**
+ * @temppass/web — the browser SDK of temppass (SPEC.md §11).
+ *
+ * Owns what a web page needs to give a viewer temporary access over
+ * Adobe Pass REST API V2: dynamic client registration from a software
+ * statement (client and access token cached in storage, renewed on a 401),
+ * a stable random device id, typed calls for configuration, profiles,
+ * authorize and preauthorize with the enhanced errors of SPEC.md §5, the
+ * picker helpers, the periodic re-check (`watch`) and the promotional
+ * identity hash. No runtime dependencies: `fetch`, WebCrypto and storage only.
+ */
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+/** Codes meaning the viewer's temporary access is used up (SPEC.md §5, action `authentication`). */
+const TRIAL_OVER_CODES = [
+    "temporary_access_duration_limit_exceeded",
+    "temporary_access_resources_limit_exceeded",
+];
+/**
+ * A request that failed as a whole: an enhanced error of the API (SPEC.md §5),
+ * an OAuth error of registration (`code` is the OAuth `error`), or a network
+ * failure (`status` 0, `code` `network_error`, `action` `retry`).
+ */
+export class TempPassError extends Error {
+    constructor(error) {
+        super(error.message);
+        this.name = "TempPassError";
+        this.status = error.status;
+        this.code = error.code;
+        this.action = error.action;
+        if (error.helpUrl !== undefined)
+            this.helpUrl = error.helpUrl;
+        if (error.trace !== undefined)
+            this.trace = error.trace;
+        if (error.details !== undefined)
+            this.details = error.details;
+    }
+    /** The viewer's temporary access has ended or has no title left: a 403 profile, "please log in with your cable provider". */
+    get trialOver() {
+        return isTrialOver(this);
+    }
+}
+/** True for an enhanced error (request-level or a decision's) that means the trial is used up. */
+export function isTrialOver(error) {
+    return error != null && TRIAL_OVER_CODES.includes(error.code);
+}
+/** A storage that lives as long as the page (or a test): for environments without `localStorage`. */
+export function memoryStorage() {
+    const items = new Map();
+    return {
+        getItem: (key) => items.get(key) ?? null,
+        setItem: (key, value) => void items.set(key, String(value)),
+        removeItem: (key) => void items.delete(key),
+    };
+}
+/** A token is renewed this long before its announced expiry. */
+const TOKEN_RENEW_MARGIN_MS = 60000;
+/** Shortest delay between two re-checks of a watch. */
+const MIN_RECHECK_DELAY_MS = 200;
+const DEFAULT_RECHECK_INTERVAL_MS = 60000;
+// ---------------------------------------------------------------------------
+// Free functions
+// ---------------------------------------------------------------------------
+function mvpdList(mvpds) {
+    return "requestor" in mvpds ? mvpds.requestor.mvpds : mvpds;
+}
+/** The MVPDs for the picker: the regular ones, without TempPass MVPDs. */
+export function regularMvpds(mvpds) {
+    return mvpdList(mvpds).filter((mvpd) => !mvpd.isTempPass);
+}
+/** The TempPass MVPDs, in configuration order. */
+export function tempPassMvpds(mvpds) {
+    return mvpdList(mvpds).filter((mvpd) => mvpd.isTempPass);
+}
+function cryptoApi() {
+    const api = globalThis.crypto;
+    if (api === undefined)
+        throw new Error("temppass: WebCrypto (globalThis.crypto) is not available");
+    return api;
+}
+function hex(bytes) {
+    return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+function base64(text) {
+    const bytes = new TextEncoder().encode(text);
+    return btoa(Array.from(bytes, (byte) => String.fromCharCode(byte)).join(""));
+}
+/**
+ * The identity hash of an e-mail address: lower-case hex SHA-256 of the
+ * trimmed, lower-cased address, computed in the browser so the address never
+ * leaves the page. WebCrypto needs a secure context (https, or localhost).
+ */
+export async function hashIdentity(email) {
+    const subtle = cryptoApi().subtle;
+    if (subtle === undefined)
+        throw new Error("temppass: crypto.subtle needs a secure context (https or localhost)");
+    const digest = await subtle.digest("SHA-256", new TextEncoder().encode(email.trim().toLowerCase()));
+    return hex(new Uint8Array(digest));
+}
+/**
+ * The `AP-TempPass-Identity` header value for an e-mail address:
+ * base64 of `{"<key>":"<hashIdentity(email)>"}`. `key` is the rule's `identity_key`.
+ */
+export async function identityHeader(email, key = "email") {
+    return base64(JSON.stringify({ [key]: await hashIdentity(email) }));
+}
+/** A new random device id: 128 bits, hex. */
+function newDeviceId() {
+    return hex(cryptoApi().getRandomValues(new Uint8Array(16)));
+}
+function asEnhancedError(body, status) {
+    if (typeof body !== "object" || body === null)
+        return undefined;
+    const fields = body;
+    if (typeof fields.code !== "string")
+        return undefined;
+    const error = {
+        status: typeof fields.status === "number" ? fields.status : status,
+        code: fields.code,
+        message: typeof fields.message === "string" ? fields.message : fields.code,
+        action: typeof fields.action === "string" ? fields.action : "none",
+    };
+    if (typeof fields.helpUrl === "string")
+        error.helpUrl = fields.helpUrl;
+    if (typeof fields.trace === "string")
+        error.trace = fields.trace;
+    if (typeof fields.details === "string")
+        error.details = fields.details;
+    return error;
+}
+async function readJson(response) {
+    const text = await response.text();
+    if (text === "")
+        return undefined;
+    try {
+        return JSON.parse(text);
+    }
+    catch {
+        return undefined;
+    }
+}
+/** The error of a failed response: an enhanced error body, an OAuth error body, or the bare status. */
+async function errorOf(response) {
+    const body = await readJson(response);
+    const enhanced = asEnhancedError(body, response.status);
+    if (enhanced !== undefined)
+        return new TempPassError(enhanced);
+    if (typeof body === "object" && body !== null && typeof body.error === "string") {
+        const oauth = body;
+        return new TempPassError({
+            status: response.status,
+            code: oauth.error,
+            message: typeof oauth.error_description === "string" ? oauth.error_description : oauth.error,
+            action: "application-registration",
+        });
+    }
+    return new TempPassError({
+        status: response.status,
+        code: "unexpected_response",
+        message: `unexpected HTTP ${response.status} from temppass`,
+        action: response.status >= 500 ? "retry" : "none",
+    });
+}
+/** Registration errors after which the cached client is useless and a new one is registered. */
+const STALE_CLIENT_CODES = ["invalid_client", "unauthorized_client"];
+// ---------------------------------------------------------------------------
+// The client
+// ---------------------------------------------------------------------------
+/** Creates a {@link TempPassClient}. */
+export function createClient(options) {
+    return new TempPassClient(options);
+}
+/**
+ * One service provider's API on one temppass server, for this browser.
+ * Registration and the access token are lazy: the first call does them.
+ */
+export class TempPassClient {
+    constructor(options) {
+        if (!options.baseUrl)
+            throw new Error("temppass: options.baseUrl is required");
+        if (!options.serviceProvider)
+            throw new Error("temppass: options.serviceProvider is required");
+        if (!options.softwareStatement)
+            throw new Error("temppass: options.softwareStatement is required");
+        this.baseUrl = options.baseUrl.replace(/\/+$/, "");
+        this.serviceProvider = options.serviceProvider;
+        this.softwareStatement = options.softwareStatement;
+        const storage = options.storage ?? globalThis.localStorage;
+        if (storage === undefined)
+            throw new Error("temppass: no localStorage here; pass options.storage");
+        this.storage = storage;
+        const globalFetch = globalThis.fetch;
+        // Called through a closure: a detached `window.fetch` throws "Illegal invocation".
+        this.fetchFn = options.fetch ?? ((url, init) => globalFetch(url, init));
+        this.keyPrefix = options.storageKeyPrefix ?? "temppass";
+    }
+    // --- identity of this browser ---
+    /** This browser's device id: random, created once, kept in storage (SPEC.md §4 `AP-Device-Identifier`). */
+    get deviceId() {
+        const key = `${this.keyPrefix}:device`;
+        let deviceId = this.storage.getItem(key);
+        if (deviceId === null || deviceId === "") {
+            deviceId = newDeviceId();
+            this.storage.setItem(key, deviceId);
+        }
+        return deviceId;
+    }
+    // --- REST API V2 ---
+    /** The service provider's configuration: regular and TempPass MVPDs. */
+    async configuration() {
+        return (await this.api("GET", "configuration"));
+    }
+    /**
+     * The temporary profile of `mvpd` for this device: the trial while it is
+     * valid, or the prospective profile before the first authorization (reading
+     * it starts nothing). `null` for a regular MVPD. A used-up trial throws a
+     * {@link TempPassError} with `status` 403 and `trialOver` true.
+     */
+    async profile(mvpd, options = {}) {
+        const body = (await this.api("GET", `profiles/${encodeURIComponent(mvpd)}`, options));
+        return body.profiles?.[mvpd] ?? null;
+    }
+    /**
+     * Authorizes one resource: the first authorization starts the trial. A
+     * permit carries the media token and the trial's end (`notAfter`); a deny
+     * carries its item-level error (e.g. `temporary_access_duration_limit_exceeded`).
+     */
+    async authorize(mvpd, resource, options = {}) {
+        const [decision] = await this.decisions("authorize", mvpd, [resource], options);
+        if (decision === undefined)
+            throw unexpected("authorize answered no decision");
+        return decision;
+    }
+    /** Would these resources (at most 5) be permitted now? Starts no trial and uses no title. */
+    async preauthorize(mvpd, resources, options = {}) {
+        return this.decisions("preauthorize", mvpd, resources, options);
+    }
+    // --- TempPass helpers ---
+    /**
+     * The first TempPass MVPD (in the given order) whose profile is valid or
+     * prospective; `null` when every one is used up. Given a configuration, all
+     * its TempPass MVPDs are tried; given ids or MVPDs, those (the chain
+     * "4 hours once, then 10 minutes a day" is `["TempPassEvent", "TempPassDaily"]`).
+     */
+    async chooseTempPass(mvpds, options = {}) {
+        const ids = "requestor" in mvpds
+            ? tempPassMvpds(mvpds).map((mvpd) => mvpd.id)
+            : mvpds.filter((mvpd) => typeof mvpd === "string" || mvpd.isTempPass).map((mvpd) => (typeof mvpd === "string" ? mvpd : mvpd.id));
+        for (const mvpd of ids) {
+            try {
+                const profile = await this.profile(mvpd, options);
+                if (profile !== null)
+                    return { mvpd, profile };
+            }
+            catch (error) {
+                if (error instanceof TempPassError && error.trialOver)
+                    continue;
+                throw error;
+            }
+        }
+        return null;
+    }
+    /**
+     * Re-authorizes `resource` on a timer, because nothing stops a stream that
+     * is already playing. The next check comes after `intervalMs`, or sooner
+     * when the media token or the trial would end first, so the check at the
+     * trial's end is denied by the server and `onExpire` fires exactly once.
+     * The first check runs at once.
+     */
+    watch(mvpd, resource, options) {
+        const intervalMs = Math.max(options.intervalMs ?? DEFAULT_RECHECK_INTERVAL_MS, MIN_RECHECK_DELAY_MS);
+        const identity = options.identity === undefined ? {} : { identity: options.identity };
+        let stopped = false;
+        let expired = false;
+        let timer;
+        const schedule = (delayMs) => {
+            if (!stopped)
+                timer = setTimeout(() => void check(), Math.max(delayMs, MIN_RECHECK_DELAY_MS));
+        };
+        const check = async () => {
+            timer = undefined;
+            let decision;
+            try {
+                decision = await this.authorize(mvpd, resource, identity);
+            }
+            catch (error) {
+                if (stopped)
+                    return;
+                options.onError?.(error);
+                schedule(intervalMs);
+                return;
+            }
+            if (stopped)
+                return;
+            if (!decision.authorized) {
+                stopped = true;
+                expired = true;
+                options.onExpire({ decision });
+                return;
+            }
+            // Durations measured on the server's clock (notBefore is the server's now), never the browser's.
+            const trialLeftMs = decision.notAfter !== undefined && decision.notBefore !== undefined
+                ? decision.notAfter - decision.notBefore
+                : Infinity;
+            const tokenLeftMs = decision.token ? decision.token.notAfter - decision.token.notBefore : Infinity;
+            schedule(Math.min(intervalMs, trialLeftMs, tokenLeftMs));
+            options.onPermit?.(decision);
+        };
+        timer = setTimeout(() => void check(), 0);
+        return {
+            stop: () => {
+                stopped = true;
+                if (timer !== undefined)
+                    clearTimeout(timer);
+                timer = undefined;
+            },
+            get expired() {
+                return expired;
+            },
+        };
+    }
+    // --- plumbing ---
+    async decisions(kind, mvpd, resources, options) {
+        const body = (await this.api("POST", `decisions/${kind}/${encodeURIComponent(mvpd)}`, options, {
+            resources,
+        }));
+        if (!Array.isArray(body.decisions))
+            throw unexpected(`${kind} answered no decisions`);
+        return body.decisions;
+    }
+    /** One `/api/v2/{serviceProvider}/…` call; on a 401 the token is renewed and the call made once more. */
+    async api(method, path, options = {}, json) {
+        const url = `${this.baseUrl}/api/v2/${encodeURIComponent(this.serviceProvider)}/${path}`;
+        const headers = {
+            Accept: "application/json",
+            "AP-Device-Identifier": `fingerprint ${base64(this.deviceId)}`,
+        };
+        if (options.identity !== undefined)
+            headers["AP-TempPass-Identity"] = options.identity;
+        if (json !== undefined)
+            headers["Content-Type"] = "application/json";
+        for (let attempt = 0;; attempt++) {
+            const token = await this.accessToken(attempt > 0);
+            const init = { method, headers: { ...headers, Authorization: `Bearer ${token}` } };
+            if (json !== undefined)
+                init.body = JSON.stringify(json);
+            const response = await this.send(url, init);
+            if (response.status === 401 && attempt === 0) {
+                await response.body?.cancel();
+                this.storage.removeItem(this.tokenKey());
+                continue;
+            }
+            if (!response.ok)
+                throw await errorOf(response);
+            return readJson(response);
+        }
+    }
+    async send(url, init) {
+        try {
+            return await this.fetchFn(url, init);
+        }
+        catch (error) {
+            throw new TempPassError({
+                status: 0,
+                code: "network_error",
+                message: `temppass is unreachable: ${error instanceof Error ? error.message : String(error)}`,
+                action: "retry",
+            });
+        }
+    }
+    tokenKey() {
+        return `${this.keyPrefix}:${this.baseUrl}:${this.serviceProvider}:token`;
+    }
+    clientKey() {
+        return `${this.keyPrefix}:${this.baseUrl}:${this.serviceProvider}:client`;
+    }
+    /** A cached access token, or a new one (`renew`: the cached one was refused). */
+    accessToken(renew) {
+        if (!renew) {
+            const cached = readStored(this.storage, this.tokenKey());
+            if (cached !== undefined && cached.expiresAtMs - TOKEN_RENEW_MARGIN_MS > Date.now()) {
+                return Promise.resolve(cached.accessToken);
+            }
+        }
+        this.pendingToken ?? (this.pendingToken = this.newAccessToken().finally(() => {
+            this.pendingToken = undefined;
+        }));
+        return this.pendingToken;
+    }
+    async newAccessToken() {
+        let client = await this.registeredClient(false);
+        let answer;
+        try {
+            answer = await this.requestToken(client);
+        }
+        catch (error) {
+            // The server forgot or revoked the client (e.g. a fresh database): register again, once.
+            if (!(error instanceof TempPassError && STALE_CLIENT_CODES.includes(error.code)))
+                throw error;
+            client = await this.registeredClient(true);
+            answer = await this.requestToken(client);
+        }
+        const token = {
+            accessToken: answer.access_token,
+            expiresAtMs: Date.now() + (answer.expires_in ?? 3600) * 1000,
+        };
+        this.storage.setItem(this.tokenKey(), JSON.stringify(token));
+        return token.accessToken;
+    }
+    async requestToken(client) {
+        const form = new URLSearchParams({
+            grant_type: "client_credentials",
+            client_id: client.clientId,
+            client_secret: client.clientSecret,
+        });
+        const response = await this.send(`${this.baseUrl}/o/client/token`, {
+            method: "POST",
+            headers: { "Content-Type": "application/x-www-form-urlencoded", Accept: "application/json" },
+            body: form.toString(),
+        });
+        if (!response.ok)
+            throw await errorOf(response);
+        const body = (await readJson(response));
+        if (typeof body?.access_token !== "string")
+            throw unexpected("the token endpoint answered no access_token");
+        return typeof body.expires_in === "number"
+            ? { access_token: body.access_token, expires_in: body.expires_in }
+            : { access_token: body.access_token };
+    }
+    /** The cached client of this software statement, or a newly registered one. */
+    async registeredClient(renew) {
+        const cached = readStored(this.storage, this.clientKey());
+        if (!renew && cached !== undefined && cached.softwareStatement === this.softwareStatement)
+            return cached;
+        this.storage.removeItem(this.tokenKey());
+        const response = await this.send(`${this.baseUrl}/o/client/register`, {
+            method: "POST",
+            headers: { "Content-Type": "application/json", Accept: "application/json" },
+            body: JSON.stringify({ software_statement: this.softwareStatement }),
+        });
+        if (!response.ok)
+            throw await errorOf(response);
+        const body = (await readJson(response));
+        if (typeof body?.client_id !== "string" || typeof body.client_secret !== "string") {
+            throw unexpected("registration answered no client_id/client_secret");
+        }
+        const client = {
+            softwareStatement: this.softwareStatement,
+            clientId: body.client_id,
+            clientSecret: body.client_secret,
+        };
+        this.storage.setItem(this.clientKey(), JSON.stringify(client));
+        return client;
+    }
+}
+function readStored(storage, key) {
+    const raw = storage.getItem(key);
+    if (raw === null)
+        return undefined;
+    try {
+        return JSON.parse(raw);
+    }
+    catch {
+        storage.removeItem(key);
+        return undefined;
+    }
+}
+function unexpected(message) {
+    return new TempPassError({ status: 0, code: "unexpected_response", message, action: "none" });
+}
