@@ -75,7 +75,7 @@ pub(crate) fn to_store_error(error: tokio_postgres::Error) -> StoreError {
     use tokio_postgres::error::SqlState;
     let Some(code) = error.code() else {
         // No SQLSTATE: the connection broke, or never opened (I/O, timeout, closed).
-        return StoreError::Unavailable(error.to_string());
+        return StoreError::Unavailable(with_causes(&error));
     };
     let message = error.as_db_error().map_or_else(|| error.to_string(), |db| format!("{}: {}", db.code().code(), db));
     if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::EXCLUSION_VIOLATION {
@@ -99,6 +99,19 @@ pub(crate) fn to_store_error(error: tokio_postgres::Error) -> StoreError {
     } else {
         StoreError::Internal(message)
     }
+}
+
+/// An error and its causes, as "error: cause: cause" (the driver keeps the
+/// useful part, such as "Connection refused", in the causes).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    message
 }
 
 /// `host:port/dbname` of a configuration, for messages.

@@ -46,7 +46,7 @@ pub async fn create_app(
             granted.push(scope);
         }
     }
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let now = SystemClock.now();
     let keys = temppass_http::load_or_create_keys(store.as_ref(), now).await.context("cannot load the signing keys")?;
     let application = Application {
@@ -72,7 +72,7 @@ fn configured(config: &config::Config) -> String {
 
 pub async fn revoke_app(config_path: Option<&Path>, name: &str) -> anyhow::Result<()> {
     let config = config::load(config_path, std::env::vars())?;
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     if !store.revoke_application(name, SystemClock.now()).await.context("cannot revoke the application")? {
         bail!("no active application is named {name:?}");
     }
@@ -82,7 +82,7 @@ pub async fn revoke_app(config_path: Option<&Path>, name: &str) -> anyhow::Resul
 
 pub async fn rotate_key(config_path: Option<&Path>) -> anyhow::Result<()> {
     let config = config::load(config_path, std::env::vars())?;
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let key = SigningKey::generate();
     let stored = StoredSigningKey { kid: key.kid().to_owned(), seed: key.seed(), created_at: SystemClock.now() };
     store.add_signing_key(&stored).await.context("cannot store the new signing key")?;
@@ -97,7 +97,7 @@ pub async fn create_api_key(config_path: Option<&Path>, service_provider: &str) 
     if !config.settings.service_providers.iter().any(|sp| sp.id == id) {
         bail!("--service-provider: {id} is not configured; configured: {}", configured(&config));
     }
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let key = temppass_http::random_secret();
     let record = ApiKey {
         key_hash: secret_hash(&key),
@@ -113,7 +113,7 @@ pub async fn create_api_key(config_path: Option<&Path>, service_provider: &str) 
 
 pub async fn revoke_api_key(config_path: Option<&Path>, key: &str) -> anyhow::Result<()> {
     let config = config::load(config_path, std::env::vars())?;
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     if !store.revoke_api_key(&secret_hash(key.trim()), SystemClock.now()).await.context("cannot revoke the API key")? {
         bail!("no active API key matches");
     }

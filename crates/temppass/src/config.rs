@@ -56,12 +56,19 @@ struct Storage {
     url: String,
     #[serde(default = "default_store_timeout")]
     timeout: String,
+    /// PostgreSQL only: connections per server.
+    #[serde(default = "default_pool_size")]
+    pool_size: i64,
 }
 
 impl Default for Storage {
     fn default() -> Self {
-        Self { url: default_storage_url(), timeout: default_store_timeout() }
+        Self { url: default_storage_url(), timeout: default_store_timeout(), pool_size: default_pool_size() }
     }
+}
+
+fn default_pool_size() -> i64 {
+    16
 }
 
 fn default_storage_url() -> String {
@@ -170,7 +177,38 @@ struct ResetSection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageUrl {
     Sqlite(PathBuf),
-    Postgres(String),
+    Postgres(PostgresUrl),
+}
+
+/// A `postgres://` URL, which may hold a password: `Debug` shows it without.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl(String);
+
+impl PostgresUrl {
+    /// The URL with its password, for the driver only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL without its password, for messages and logs.
+    pub fn redacted(&self) -> String {
+        let Some(scheme_end) = self.0.find("://").map(|i| i + 3) else { return self.0.clone() };
+        let rest = &self.0[scheme_end..];
+        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+        match authority.rfind('@').map(|at| &authority[..at]) {
+            Some(user_info) if user_info.contains(':') => {
+                let user = &user_info[..user_info.find(':').unwrap_or(user_info.len())];
+                format!("{}{user}:***{}", &self.0[..scheme_end], &rest[user_info.len()..])
+            }
+            _ => self.0.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PostgresUrl").field(&self.redacted()).finish()
+    }
 }
 
 /// The validated configuration.
@@ -178,6 +216,8 @@ pub enum StorageUrl {
 pub struct Config {
     pub listen: SocketAddr,
     pub storage: StorageUrl,
+    /// PostgreSQL only: the connection pool's size, per server.
+    pub storage_pool_size: usize,
     pub demo_enabled: bool,
     pub settings: Settings,
 }
@@ -246,6 +286,10 @@ fn validate(file: File) -> anyhow::Result<Config> {
     }
     let storage = storage_url(&file.storage.url)?;
     let store_timeout = std_duration("storage.timeout", &file.storage.timeout)?;
+    let storage_pool_size = usize::try_from(file.storage.pool_size)
+        .ok()
+        .filter(|size| (1..=1000).contains(size))
+        .ok_or_else(|| anyhow!("storage.pool_size: {} is outside 1..=1000", file.storage.pool_size))?;
     let media_token_ttl = duration("tokens.media_token_ttl", &file.tokens.media_token_ttl)?;
     let access_token_ttl = duration("tokens.access_token_ttl", &file.tokens.access_token_ttl)?;
     let request_timeout = std_duration("limits.request_timeout", &file.limits.request_timeout)?;
@@ -268,6 +312,7 @@ fn validate(file: File) -> anyhow::Result<Config> {
     Ok(Config {
         listen,
         storage,
+        storage_pool_size,
         demo_enabled: file.demo.enabled,
         settings: Settings {
             public_url,
@@ -289,7 +334,7 @@ fn storage_url(url: &str) -> anyhow::Result<StorageUrl> {
         return Ok(StorageUrl::Sqlite(PathBuf::from(path)));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(StorageUrl::Postgres(url.to_owned()));
+        return Ok(StorageUrl::Postgres(PostgresUrl(url.to_owned())));
     }
     bail!("storage.url: {url:?} is neither sqlite://PATH nor postgres://…")
 }
@@ -471,5 +516,27 @@ ttl = "10m"
     fn a_bad_duration_elsewhere_is_refused_naming_the_field() {
         assert!(error_of("[tokens]\nmedia_token_ttl = \"7 minutes\"").contains("tokens.media_token_ttl"));
         assert!(error_of("[storage]\nurl = \"mysql://x\"").contains("storage.url"));
+    }
+
+    #[test]
+    fn a_postgres_url_selects_postgres_and_its_password_stays_out_of_debug_output() {
+        let env = [
+            ("TEMPPASS_STORAGE__URL".to_owned(), "postgres://temppass:s3cret@db.internal:5432/temppass".to_owned()),
+            ("TEMPPASS_STORAGE__POOL_SIZE".to_owned(), "32".to_owned()),
+        ];
+        let config = parse(EXAMPLE, env).unwrap_or_else(|e| panic!("{e:#}"));
+        let StorageUrl::Postgres(url) = &config.storage else { panic!("not PostgreSQL: {:?}", config.storage) };
+        assert_eq!(url.expose(), "postgres://temppass:s3cret@db.internal:5432/temppass");
+        assert_eq!(url.redacted(), "postgres://temppass:***@db.internal:5432/temppass");
+        assert!(!format!("{config:?}").contains("s3cret"), "the password is in the Debug output");
+        assert_eq!(config.storage_pool_size, 32);
+        assert_eq!(parse(EXAMPLE, []).map(|c| c.storage_pool_size).ok(), Some(16), "the default pool size");
+    }
+
+    #[test]
+    fn a_pool_size_out_of_range_is_refused_naming_the_field() {
+        for size in ["0", "-1", "1001"] {
+            assert!(error_of(&format!("[storage]\npool_size = {size}")).contains("storage.pool_size"), "{size}");
+        }
     }
 }

@@ -4,10 +4,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use temppass_http::AppState;
 use temppass_http::clock::SystemClock;
 use temppass_store::Store;
+use temppass_store_postgres::{PostgresOptions, PostgresStore};
 use temppass_store_sqlite::{SqliteOptions, SqliteStore};
 use tracing_subscriber::EnvFilter;
 
@@ -21,7 +22,7 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let config = config::load(config_path, std::env::vars())?;
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let mut settings = config.settings.clone();
     if config.demo_enabled {
         settings.demo = Some(crate::demo::register(&config, store.as_ref()).await?);
@@ -81,18 +82,34 @@ async fn reclaim_forever(state: AppState) {
 }
 
 /// Opens the configured store (shared by `serve` and the admin commands).
-pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+///
+/// PostgreSQL must be reachable at start-up: the schema is migrated before
+/// anything else, and a server that cannot do that exits with a message naming
+/// the server instead of waiting (a supervisor restarts it). Once running, a
+/// server rides out outages by itself: requests fail fast with
+/// `internal_server_error`/`retry` until PostgreSQL answers again.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let timeout = config.settings.limits.store_timeout;
     match &config.storage {
         StorageUrl::Sqlite(path) => {
-            let store = SqliteStore::open(
-                path,
-                SqliteOptions { busy_timeout: config.settings.limits.store_timeout, ..SqliteOptions::default() },
-            )
-            .with_context(|| format!("cannot open the SQLite store {}", path.display()))?;
+            let store = SqliteStore::open(path, SqliteOptions { busy_timeout: timeout, ..SqliteOptions::default() })
+                .with_context(|| format!("cannot open the SQLite store {}", path.display()))?;
             Ok(Arc::new(store))
         }
-        StorageUrl::Postgres(_) => {
-            bail!("storage.url: the PostgreSQL backend is not available in this version yet; use sqlite://PATH")
+        StorageUrl::Postgres(url) => {
+            let options = PostgresOptions {
+                pool_size: config.storage_pool_size,
+                connect_timeout: timeout,
+                operation_timeout: timeout,
+            };
+            let store = PostgresStore::connect(url.expose(), options).await.with_context(|| {
+                format!(
+                    "cannot open the PostgreSQL store {} (is PostgreSQL running and reachable? \
+                     temppass does not wait for it at start-up)",
+                    url.redacted()
+                )
+            })?;
+            Ok(Arc::new(store))
         }
     }
 }
