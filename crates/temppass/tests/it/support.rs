@@ -10,16 +10,25 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_temppass");
 
-/// A configuration in a temporary directory, with its SQLite file beside it.
+/// A configuration in a temporary directory, with its SQLite file beside it
+/// (or a PostgreSQL database, see [`Sandbox::with_storage`]).
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
 }
 
 impl Sandbox {
-    /// A sandbox whose basic TempPass rule lasts `ttl`.
+    /// A sandbox whose basic TempPass rule lasts `ttl`, with a SQLite file.
     pub fn new(ttl: &str) -> Self {
+        Self::with_storage(ttl, None)
+    }
+
+    /// A sandbox whose basic TempPass rule lasts `ttl`, storing at
+    /// `storage_url` (a SQLite file in the sandbox when `None`). Besides the
+    /// basic rules, REF30 has a promotional `flexibleTempPass` rule with 2 slots.
+    pub fn with_storage(ttl: &str, storage_url: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let db = dir.path().join("data/temppass.db");
+        let storage_url = storage_url
+            .map_or_else(|| format!("sqlite://{}", dir.path().join("data/temppass.db").display()), str::to_owned);
         let config = format!(
             r#"
 [server]
@@ -27,7 +36,7 @@ listen = "127.0.0.1:0"
 public_url = "http://temppass.test"
 
 [storage]
-url = "sqlite://{}"
+url = "{storage_url}"
 
 [[service_providers]]
 id = "REF30"
@@ -40,6 +49,13 @@ mvpd = "TempPass"
 kind = "basic"
 ttl = "{ttl}"
 
+[[service_providers.temppass]]
+mvpd = "flexibleTempPass"
+kind = "promotional"
+ttl = "{ttl}"
+max_resources = 2
+identity_key = "email"
+
 [[service_providers]]
 id = "OTHER"
 
@@ -47,8 +63,7 @@ id = "OTHER"
 mvpd = "TempPass"
 kind = "basic"
 ttl = "{ttl}"
-"#,
-            db.display()
+"#
         );
         std::fs::write(dir.path().join("temppass.toml"), config).unwrap_or_else(|e| panic!("write config: {e}"));
         Self { dir }
@@ -69,7 +84,14 @@ ttl = "{ttl}"
 
     /// Creates an application and returns its software statement.
     pub fn create_app(&self, name: &str, service_providers: &[&str]) -> String {
-        let mut args = vec!["app", "create", "--name", name, "--scope", "api:client:v2", "--service-provider"];
+        self.create_app_with_scopes(name, service_providers, &["api:client:v2"])
+    }
+
+    /// Creates an application with these scopes and returns its software statement.
+    pub fn create_app_with_scopes(&self, name: &str, service_providers: &[&str], scopes: &[&str]) -> String {
+        let mut args = vec!["app", "create", "--name", name, "--scope"];
+        args.extend_from_slice(scopes);
+        args.push("--service-provider");
         args.extend_from_slice(service_providers);
         let output = self.run(&args);
         assert!(output.status.success(), "app create failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -79,6 +101,13 @@ ttl = "{ttl}"
 
     pub fn start(&self) -> Server {
         Server::start(&self.config())
+    }
+
+    /// Starts `count` servers on this configuration at the same moment (all
+    /// processes spawned before any is waited for), as a deployment does.
+    pub fn start_together(&self, count: usize) -> Vec<Server> {
+        let children: Vec<Child> = (0..count).map(|_| Server::spawn(&self.config())).collect();
+        children.into_iter().map(Server::announced).collect()
     }
 }
 
@@ -90,14 +119,22 @@ pub struct Server {
 
 impl Server {
     fn start(config: &Path) -> Self {
-        let mut child = Command::new(BIN)
+        Self::announced(Self::spawn(config))
+    }
+
+    fn spawn(config: &Path) -> Child {
+        Command::new(BIN)
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn temppass serve: {e}"));
+            .unwrap_or_else(|e| panic!("spawn temppass serve: {e}"))
+    }
+
+    /// Waits for the server to say where it listens.
+    fn announced(mut child: Child) -> Self {
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap_or_else(|e| panic!("read stdout: {e}"));
