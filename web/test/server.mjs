@@ -128,6 +128,9 @@ export async function startServer(options = {}) {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
     stdio: ["ignore", "pipe", "inherit"],
   });
+  // A test process that dies early (a closed pipe, Ctrl-C) takes its server along.
+  const killOnExit = () => child.kill("SIGKILL");
+  process.once("exit", killOnExit);
   const baseUrl = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("temppass serve printed no address in time")), START_TIMEOUT_MS);
     child.once("exit", (code) => reject(new Error(`temppass serve exited with ${code}`)));
@@ -152,6 +155,7 @@ export async function startServer(options = {}) {
       await run(bin, ["app", "revoke", "--config", configPath, name], dir);
     },
     async stop() {
+      process.off("exit", killOnExit);
       if (child.exitCode === null) {
         const exited = new Promise((resolve) => child.once("exit", resolve));
         child.kill("SIGTERM");
