@@ -6,14 +6,16 @@
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 
 import { chromium } from "playwright-core";
 import { startServer } from "./server.mjs";
 
-const RESULTS = join(dirname(fileURLToPath(import.meta.url)), "..", "test-results");
+const WEB = join(dirname(fileURLToPath(import.meta.url)), "..");
+const RESULTS = join(WEB, "test-results");
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const CHROMIUM_ARGS = [
   "--headless",
@@ -217,4 +219,67 @@ describe("demo pages", { concurrency: true }, () => {
     assert.deepEqual(problems, []);
     await context.close();
   });
+});
+
+/**
+ * A programmer's own site on another origin (docs/web-sdk.md, "Putting it on
+ * your own site"): the page holds the software statement and calls temppass
+ * across origins, so every call goes through CORS, preflights included.
+ */
+async function startOwnSite(softwareStatement) {
+  const sdk = readFileSync(join(WEB, "dist", "temppass.js"));
+  const page = `<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>my site</title></head>
+<body><h1>My site</h1><pre data-testid="result" data-state="running" style="white-space: pre-wrap; word-break: break-all">running</pre>
+<script type="module">
+  import { createClient, regularMvpds } from "./temppass.js";
+  const result = document.querySelector('[data-testid="result"]');
+  try {
+    const client = createClient({ baseUrl: ${JSON.stringify(server.baseUrl)}, serviceProvider: "REF30", softwareStatement: ${JSON.stringify(softwareStatement)} });
+    const config = await client.configuration();
+    const choice = await client.chooseTempPass(["TempPass"]);
+    const decision = await client.authorize(choice.mvpd, "res01");
+    result.textContent = JSON.stringify({ picker: regularMvpds(config).map((mvpd) => mvpd.id), mvpd: choice.mvpd, authorized: decision.authorized, token: decision.token.serializedToken }, null, 1);
+    result.dataset.state = "done";
+  } catch (error) {
+    result.textContent = String(error && error.code ? error.code + ": " + error.message : error);
+    result.dataset.state = "failed";
+  }
+</script></body></html>`;
+  const site = createServer((request, response) => {
+    if (request.url === "/temppass.js") {
+      response.writeHead(200, { "Content-Type": "text/javascript; charset=utf-8" }).end(sdk);
+    } else if (request.url === "/") {
+      response.writeHead(200, { "Content-Type": "text/html; charset=utf-8" }).end(page);
+    } else {
+      response.writeHead(404).end();
+    }
+  });
+  await new Promise((resolve) => site.listen(0, "127.0.0.1", resolve));
+  return site;
+}
+
+test("a page on another origin uses the SDK through CORS", async () => {
+  const site = await startOwnSite(await server.createApp("own-site"));
+  // localhost:<port> is another origin than 127.0.0.1:<port>; the custom headers (Authorization,
+  // AP-Device-Identifier) make every API call a preflighted CORS request.
+  const origin = `http://localhost:${site.address().port}`;
+  assert.notEqual(new URL(origin).origin, new URL(server.baseUrl).origin);
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  try {
+    await page.goto(`${origin}/`);
+    await page.waitForSelector('[data-testid="result"]:not([data-state="running"])', { state: "attached", timeout: 10_000 });
+    const state = await page.getAttribute('[data-testid="result"]', "data-state");
+    const result = await text(page, "result");
+    assert.equal(state, "done", result);
+    const answer = JSON.parse(result);
+    assert.deepEqual(answer.picker, ["Cablevision", "Comcast_SSO"]);
+    assert.equal(answer.mvpd, "TempPass");
+    assert.equal(answer.authorized, true);
+    assert.match(answer.token, /^[\w-]+\.[\w-]+\.[\w-]+$/);
+    await screenshot(page, "own-site-cross-origin");
+  } finally {
+    await context.close();
+    await new Promise((resolve) => site.close(resolve));
+  }
 });
