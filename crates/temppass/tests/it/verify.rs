@@ -45,9 +45,13 @@ async fn token_verify_prints_each_verdict_and_exits_zero_only_for_valid() {
     assert_eq!(verify(&sandbox, &["--jwks", &jwks_file, &token]), (0, "Valid".into()));
     assert_eq!(verify(&sandbox, &["--jwks", &jwks_file, "--resource", "other", &token]), (1, "InvalidResource".into()));
     assert_eq!(verify(&sandbox, &["--jwks", &jwks_file, "not-a-token"]), (1, "InvalidFormat".into()));
+    // Change the signature's first character: all six of its bits are signature
+    // bits. (The last character also carries padding bits, which a strict
+    // decoder rejects as InvalidFormat, so tampering there was flaky.)
     let mut tampered = token.clone();
-    let last = tampered.pop().map_or('A', |c| if c == 'A' { 'B' } else { 'A' });
-    tampered.push(last);
+    let signature_start = tampered.rfind('.').map_or(0, |dot| dot + 1);
+    let replacement = if tampered[signature_start..].starts_with('A') { "B" } else { "A" };
+    tampered.replace_range(signature_start..signature_start + 1, replacement);
     assert_eq!(verify(&sandbox, &["--jwks", &jwks_file, &tampered]), (1, "InvalidSignature".into()));
     let (code, _) = verify(&sandbox, &["--jwks", "/nonexistent/jwks.json", &token]);
     assert_eq!(code, 2, "an unreadable key set is an error, not a verdict");
