@@ -55,7 +55,10 @@ export function startCountdown(permit) {
   const render = () => {
     const leftMs = Math.max(0, endsAt - performance.now());
     const seconds = Math.ceil(leftMs / 1000);
-    const text = `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
+    const two = (n) => String(n).padStart(2, "0");
+    const hours = Math.floor(seconds / 3600);
+    const minutes = Math.floor((seconds % 3600) / 60);
+    const text = hours > 0 ? `${hours}:${two(minutes)}:${two(seconds % 60)}` : `${minutes}:${two(seconds % 60)}`;
     $("countdown").textContent = text;
     $("countdown").dataset.secondsLeft = String(seconds);
   };
