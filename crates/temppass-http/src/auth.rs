@@ -1,5 +1,7 @@
 //! Bearer checks (SPEC.md §5, §6): token first, then the service provider and its binding.
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
 use temppass_store::AccessGrant;
@@ -35,7 +37,7 @@ pub(crate) enum Bearer {
     Invalid,
     /// A known, unexpired token whose application was revoked.
     Revoked,
-    Valid(Box<AccessGrant>),
+    Valid(Arc<AccessGrant>),
 }
 
 pub(crate) async fn bearer_grant(state: &AppState, headers: &HeaderMap) -> Result<Bearer, ApiError> {
@@ -43,14 +45,24 @@ pub(crate) async fn bearer_grant(state: &AppState, headers: &HeaderMap) -> Resul
         return Ok(Bearer::Invalid);
     };
     let hash = secret_hash(token);
-    let grant = state.store_call(state.store().find_access_grant(&hash)).await?;
     let now = state.now();
+    let cache = state.grant_cache();
+    let grant = match cache.and_then(|cache| cache.get(&hash, now)) {
+        Some(grant) => Some(grant),
+        None => {
+            let found = state.store_call(state.store().find_access_grant(&hash)).await?.map(Arc::new);
+            if let (Some(cache), Some(grant)) = (cache, &found) {
+                cache.put(&hash, Arc::clone(grant), now);
+            }
+            found
+        }
+    };
     Ok(match grant {
         Some(grant) if now < grant.token.expires_at => {
             if grant.application.revoked_at.is_some() {
                 Bearer::Revoked
             } else {
-                Bearer::Valid(Box::new(grant))
+                Bearer::Valid(grant)
             }
         }
         _ => Bearer::Invalid,
@@ -64,7 +76,7 @@ pub(crate) async fn api_call<'s>(
     service_provider: &str,
 ) -> Result<(usize, &'s ServiceProvider), ApiError> {
     let grant = match bearer_grant(state, headers).await? {
-        Bearer::Valid(grant) if grant.token.scopes.iter().any(|s| s == SCOPE_API) => *grant,
+        Bearer::Valid(grant) if grant.token.scopes.iter().any(|s| s == SCOPE_API) => grant,
         _ => return Err(ApiError::new(ErrorCode::InvalidAccessTokenClientApplication)),
     };
     let (index, sp) = state

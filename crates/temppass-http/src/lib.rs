@@ -11,6 +11,7 @@ mod cors;
 mod dcr;
 mod demo;
 pub mod error;
+mod grant_cache;
 mod headers;
 mod reset;
 pub mod settings;

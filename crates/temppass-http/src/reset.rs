@@ -89,7 +89,7 @@ async fn reset_grant(state: &AppState, headers: &HeaderMap) -> Result<Vec<temppa
             ErrorCode::ResetNotPermitted,
             format!("the token lacks the {SCOPE_RESET} scope"),
         )),
-        Bearer::Valid(grant) => Ok(grant.application.service_providers),
+        Bearer::Valid(grant) => Ok(grant.application.service_providers.clone()),
     }
 }
 

@@ -87,6 +87,9 @@ pub struct Settings {
     /// Browsers on `http://127.0.0.1:*` and `http://localhost:*` may call the
     /// API (SPEC.md §11); the binary sets it when it listens on loopback.
     pub allow_loopback_origins: bool,
+    /// How long a looked-up access grant may be reused (`None`: look it up on
+    /// every request). At most 5 s: a revocation must reach every server by then.
+    pub access_grant_cache_ttl: Option<DurationMs>,
     /// `Some` serves the demo pages at `/demo/` (SPEC.md §11).
     pub demo: Option<crate::DemoSettings>,
 }

@@ -10,6 +10,7 @@ use temppass_token::{Jwks, SigningKey};
 
 use crate::clock::Clock;
 use crate::error::ApiError;
+use crate::grant_cache::GrantCache;
 use crate::settings::{ServiceProvider, Settings};
 
 /// How long after `temppass key rotate` every server signs with the new key
@@ -74,6 +75,7 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
     keys: RwLock<Arc<KeySet>>,
+    grant_cache: Option<GrantCache>,
 }
 
 impl AppState {
@@ -85,6 +87,7 @@ impl AppState {
             .ok_or_else(|| StoreError::Internal("the store holds no signing key".into()))?;
         let configuration_json = settings.service_providers.iter().map(crate::wire::configuration_json).collect();
         let service_provider_index = settings.index();
+        let grant_cache = settings.access_grant_cache_ttl.map(GrantCache::new);
         Ok(Self(Arc::new(Inner {
             settings,
             service_provider_index,
@@ -92,6 +95,7 @@ impl AppState {
             store,
             clock,
             keys: RwLock::new(Arc::new(keys)),
+            grant_cache,
         })))
     }
 
@@ -105,6 +109,10 @@ impl AppState {
 
     pub fn now(&self) -> Timestamp {
         self.0.clock.now()
+    }
+
+    pub(crate) fn grant_cache(&self) -> Option<&GrantCache> {
+        self.0.grant_cache.as_ref()
     }
 
     pub fn keys(&self) -> Arc<KeySet> {

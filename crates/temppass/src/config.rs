@@ -93,11 +93,40 @@ struct Tokens {
     media_token_ttl: String,
     #[serde(default = "default_access_token_ttl")]
     access_token_ttl: String,
+    /// How long a server reuses a looked-up access token: a duration up to
+    /// "5s", or "off". Default: off with SQLite, "2s" with PostgreSQL.
+    access_token_cache: Option<String>,
 }
 
 impl Default for Tokens {
     fn default() -> Self {
-        Self { media_token_ttl: default_media_token_ttl(), access_token_ttl: default_access_token_ttl() }
+        Self {
+            media_token_ttl: default_media_token_ttl(),
+            access_token_ttl: default_access_token_ttl(),
+            access_token_cache: None,
+        }
+    }
+}
+
+/// SPEC.md §6: a revocation reaches every server within 5 s.
+const MAX_ACCESS_TOKEN_CACHE_MS: i64 = 5_000;
+
+fn access_token_cache(text: Option<&str>, storage: &StorageUrl) -> anyhow::Result<Option<DurationMs>> {
+    let field = "tokens.access_token_cache";
+    match text {
+        Some("off") => Ok(None),
+        Some(text) => {
+            let ttl = duration(field, text)?;
+            if ttl.as_millis() > MAX_ACCESS_TOKEN_CACHE_MS {
+                bail!("{field}: {text:?} is longer than 5s, the most a revocation may take to reach every server");
+            }
+            Ok(Some(ttl))
+        }
+        // A SQLite lookup costs microseconds; a PostgreSQL one a network round trip.
+        None => Ok(match storage {
+            StorageUrl::Sqlite(_) => None,
+            StorageUrl::Postgres(_) => DurationMs::from_millis(2_000).ok(),
+        }),
     }
 }
 
@@ -292,6 +321,7 @@ fn validate(file: File) -> anyhow::Result<Config> {
         .ok_or_else(|| anyhow!("storage.pool_size: {} is outside 1..=1000", file.storage.pool_size))?;
     let media_token_ttl = duration("tokens.media_token_ttl", &file.tokens.media_token_ttl)?;
     let access_token_ttl = duration("tokens.access_token_ttl", &file.tokens.access_token_ttl)?;
+    let access_grant_cache_ttl = access_token_cache(file.tokens.access_token_cache.as_deref(), &storage)?;
     let request_timeout = std_duration("limits.request_timeout", &file.limits.request_timeout)?;
     if !(1024..=16 * 1024 * 1024).contains(&file.limits.body_bytes) {
         bail!("limits.body_bytes: {} is outside 1024..=16777216", file.limits.body_bytes);
@@ -321,6 +351,7 @@ fn validate(file: File) -> anyhow::Result<Config> {
             limits: Limits { body_bytes: file.limits.body_bytes, store_timeout, request_timeout, ..Limits::default() },
             service_providers,
             allow_loopback_origins: listen.ip().is_loopback(),
+            access_grant_cache_ttl,
             demo: None,
         },
     })
@@ -510,6 +541,19 @@ ttl = "10m"
         let bad_time =
             ONE_RULE.replace("ttl = \"10m\"", "ttl = \"10m\"\nreset = { daily_at = \"25:00\", timezone = \"UTC\" }");
         assert!(error_of(&bad_time).contains("25:00"));
+    }
+
+    #[test]
+    fn the_access_token_cache_is_off_with_sqlite_two_seconds_with_postgres_and_at_most_five() {
+        let ttl = |text: &str| parse(text, []).map(|c| c.settings.access_grant_cache_ttl.map(DurationMs::as_millis));
+        assert_eq!(ttl("").ok(), Some(None));
+        assert_eq!(ttl("[storage]\nurl = \"postgres://db/x\"").ok(), Some(Some(2_000)));
+        assert_eq!(ttl("[tokens]\naccess_token_cache = \"500ms\"").ok(), Some(Some(500)));
+        assert_eq!(
+            ttl("[storage]\nurl = \"postgres://db/x\"\n[tokens]\naccess_token_cache = \"off\"").ok(),
+            Some(None)
+        );
+        assert!(error_of("[tokens]\naccess_token_cache = \"6s\"").contains("tokens.access_token_cache"));
     }
 
     #[test]

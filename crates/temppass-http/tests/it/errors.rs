@@ -533,3 +533,36 @@ async fn an_unknown_path_answers_a_json_404() {
     app.get("/api/v2/REF30/no-such-thing").send().await.assert_error(404, "not_found", "none");
     app.get("/nothing/here").send().await.assert_error(404, "not_found", "none");
 }
+
+#[tokio::test]
+async fn with_a_grant_cache_a_revocation_takes_effect_once_the_cache_ttl_has_passed() {
+    let mut settings = settings();
+    settings.access_grant_cache_ttl = Some(ok(temppass_core::DurationMs::parse("2s"), "ttl"));
+    let app = TestApp::with_settings(settings).await;
+    let token = app.token_for("cached", &[SP], &[temppass_http::auth::SCOPE_API]).await;
+    let configuration = format!("/api/v2/{SP}/configuration");
+    app.get(&configuration).bearer(&token).send().await.assert_ok_json();
+    assert!(ok(app.store().revoke_application("cached", app.clock_now()).await, "revoke"));
+    app.advance_ms(2_000);
+    app.get(&configuration).bearer(&token).send().await.assert_error(
+        401,
+        "invalid_access_token_client_application",
+        "application-registration",
+    );
+}
+
+#[tokio::test]
+async fn a_cached_grant_still_expires_with_its_token() {
+    let mut settings = settings();
+    settings.access_grant_cache_ttl = Some(ok(temppass_core::DurationMs::parse("5s"), "ttl"));
+    let app = TestApp::with_settings(settings).await;
+    let configuration = format!("/api/v2/{SP}/configuration");
+    app.advance_ms(ACCESS_TOKEN_TTL_MS - 1_000);
+    app.get(&configuration).send().await.assert_ok_json();
+    app.advance_ms(1_000);
+    app.get(&configuration).send().await.assert_error(
+        401,
+        "invalid_access_token_client_application",
+        "application-registration",
+    );
+}
