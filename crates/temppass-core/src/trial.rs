@@ -126,9 +126,10 @@ pub fn profile_state<'a>(rule: &Rule, trial: Option<&'a Trial>, now: Timestamp) 
     }
 }
 
-/// Remaining slots of a promotional trial (never negative: a merge may exceed the cap).
-pub fn remaining_resources(max_resources: u32, trial: &Trial) -> u32 {
-    (max_resources as usize).saturating_sub(trial.used_resources.len()) as u32
+/// Remaining slots of a promotional trial that uses `used` resources (never
+/// negative: a merge may exceed the cap).
+pub fn remaining_resources(max_resources: u32, used: usize) -> u32 {
+    (max_resources as usize).saturating_sub(used) as u32
 }
 
 /// Merges two trials found by a device and an identity: the one that started

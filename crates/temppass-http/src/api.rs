@@ -15,7 +15,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use temppass_core::{
     DeviceId, IdentityHash, MvpdId, ProfileState, ResourceId, RuleKind, Timestamp, Trial, media_token_expiry,
-    profile_state,
+    profile_state, remaining_resources,
 };
 use temppass_store::{Session, StoreError, TrialLookup};
 use temppass_token::{MediaTokenClaims, issue_media_token};
@@ -158,10 +158,10 @@ async fn temppass_profile(
         ProfileState::Prospective { not_before, not_after } => (not_before, not_after, &[][..]),
         ProfileState::Active(trial) => (trial.started_at, trial.expires_at, &trial.used_resources[..]),
     };
-    let (remaining_resources, used_assets) = match rule.kind {
+    let (remaining, used_assets) = match rule.kind {
         RuleKind::Basic => (None, None),
         RuleKind::Promotional { max_resources, .. } => (
-            Some(wire::Attribute::plain((max_resources as usize).saturating_sub(used.len()) as u32)),
+            Some(wire::Attribute::plain(remaining_resources(max_resources, used.len()))),
             Some(wire::Attribute::plain(used.iter().map(|r| r.as_str().to_owned()).collect())),
         ),
     };
@@ -172,7 +172,7 @@ async fn temppass_profile(
         kind: "temporary",
         attributes: wire::ProfileAttributes {
             expiration_date: wire::Attribute::plain(not_after.as_millis()),
-            remaining_resources,
+            remaining_resources: remaining,
             used_assets,
             user_id: wire::Attribute::plain(user_id(sp, device, identity.as_ref())),
         },

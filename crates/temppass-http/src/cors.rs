@@ -12,7 +12,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::settings::Settings;
 
 /// The request headers of SPEC.md §4 that a browser app may send.
-const ALLOWED_HEADERS: [&str; 8] = [
+/// Headers that Adobe's clients send and temppass ignores are allowed too, so
+/// an existing app's preflight does not fail on them.
+const ALLOWED_HEADERS: [&str; 11] = [
     "authorization",
     "content-type",
     "accept",
@@ -21,6 +23,9 @@ const ALLOWED_HEADERS: [&str; 8] = [
     "ap-temppass-identity",
     "ap-visitor-identifier",
     "ap-partner-framework-status",
+    "adobe-subject-token",
+    "ad-service-token",
+    "x-roku-reserved-roku-connect-token",
 ];
 
 pub(crate) fn layer(settings: &Settings) -> CorsLayer {

@@ -31,6 +31,8 @@ pub enum ErrorCode {
     InternalServerError,
     /// No such endpoint (temppass's own code: a JSON 404 instead of an empty one).
     NotFound,
+    /// The endpoint exists, with other methods (temppass's own code, a JSON 405).
+    MethodNotAllowed,
     // The reset API's own codes (SPEC.md §7 gives statuses, not codes).
     InvalidParameterDeviceId,
     InvalidParameterKey,
@@ -82,6 +84,7 @@ impl ErrorCode {
             PayloadTooLarge => "payload_too_large",
             InternalServerError => "internal_server_error",
             NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
             InvalidParameterDeviceId => "invalid_parameter_device_id",
             InvalidParameterKey => "invalid_parameter_key",
             ResetNotPermitted => "reset_not_permitted",
@@ -117,6 +120,7 @@ impl ErrorCode {
             PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, Action::None),
             InternalServerError => (StatusCode::INTERNAL_SERVER_ERROR, Action::None),
             NotFound => (StatusCode::NOT_FOUND, Action::None),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, Action::None),
         }
     }
 
@@ -146,6 +150,7 @@ impl ErrorCode {
             PayloadTooLarge => "The request body is too large.",
             InternalServerError => "The server encountered an internal error.",
             NotFound => "There is no such endpoint.",
+            MethodNotAllowed => "This endpoint does not accept that method.",
             InvalidParameterDeviceId => "The device_id parameter value is invalid.",
             InvalidParameterKey => "The key parameter value is invalid.",
             ResetNotPermitted => "The credentials are not allowed to reset temporary passes of this service provider.",

@@ -29,7 +29,7 @@ use axum::routing::{delete, get, post};
 
 pub use dcr::{issue_software_statement, random_secret};
 pub use demo::DemoSettings;
-pub use state::{AppState, KEY_ADOPTION_MS, KeySet, load_or_create_keys};
+pub use state::{AppState, KEY_ADOPTION_MS, KEY_SIGNING_DELAY_MS, KeySet, load_or_create_keys};
 
 use crate::error::{Action, ApiError, ErrorBody, ErrorCode, json_bytes_response, json_response};
 
@@ -56,10 +56,11 @@ pub fn app(state: AppState) -> Router {
         .route("/o/client/register", post(dcr::register))
         .route("/o/client/token", post(dcr::token))
         .route("/.well-known/jwks.json", get(jwks))
+        // Before the CORS layer, so a preflight is answered by CORS, not as a 405.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(cors::layer(state.settings()));
     let demo = if state.settings().demo.is_some() { demo::routes() } else { Router::new() };
-    Router::new()
-        .merge(browser)
+    let back_end = Router::new()
         .merge(demo)
         .route("/reset-tempass/v3/reset", delete(reset::reset_devices))
         .route("/reset-tempass/v3/reset/generic", delete(reset::reset_identities))
@@ -67,13 +68,24 @@ pub fn app(state: AppState) -> Router {
         .route("/reset-tempass/v2.1/reset/generic", delete(reset::reset_identities))
         .route("/reset-tempass/v2/reset", delete(reset::reset_devices_with_api_key))
         .route("/health", get(health))
+        .method_not_allowed_fallback(method_not_allowed);
+    Router::new()
+        .merge(browser)
+        .merge(back_end)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(middleware::from_fn_with_state(limits.request_timeout, request_timeout))
         .with_state(state)
 }
 
+/// Re-read from the store at most once a second, so a key added by `temppass
+/// key rotate` is published by every server at once (SPEC.md §10) — well before
+/// any server signs with it; if the store cannot be read, the keys this server
+/// already holds are served.
 async fn jwks(State(state): State<AppState>) -> Response {
+    if let Err(error) = state.reload_keys_if_older_than(1_000).await {
+        tracing::warn!(%error, "cannot re-read signing keys for the JWKS; serving the ones in memory");
+    }
     json_bytes_response(StatusCode::OK, state.keys().jwks_json.clone())
 }
 
@@ -84,6 +96,10 @@ async fn health() -> Response {
 
 async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed)
 }
 
 /// Answers `internal_server_error` with action `retry` instead of hanging.

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use temppass_core::{DurationMs, ServiceProviderId, Timestamp};
@@ -13,12 +14,17 @@ use crate::error::ApiError;
 use crate::grant_cache::GrantCache;
 use crate::settings::{ServiceProvider, Settings};
 
-/// How long after `temppass key rotate` every server signs with the new key
-/// (SPEC.md §10: within 60 s; servers re-read keys more often than that).
+/// A new key signs only once it has been in the store this long, so every
+/// server (which publishes what the store holds on each JWKS request) has
+/// published it before any token signed with it exists (SPEC.md §10).
+pub const KEY_SIGNING_DELAY_MS: i64 = 30_000;
+
+/// By then every running server signs with the newest key: the signing delay
+/// plus the interval at which servers re-read keys (`serve` uses 15 s).
 pub const KEY_ADOPTION_MS: i64 = 60_000;
 
-/// The signing keys in use: the newest signs; older ones stay published while
-/// a token they signed may still be valid.
+/// The signing keys in use: the newest key old enough to sign, and every key
+/// that may still have valid tokens, published.
 pub struct KeySet {
     pub signing: SigningKey,
     /// The published key set (`/.well-known/jwks.json`): media tokens verify against it.
@@ -33,6 +39,8 @@ pub struct KeySet {
 impl KeySet {
     /// Builds the set from stored keys, newest first; `None` when there is none.
     ///
+    /// The signing key is the newest one stored at least [`KEY_SIGNING_DELAY_MS`]
+    /// ago (the oldest key when none is: a server's very first key signs at once).
     /// With `retention` (the media token TTL), a key superseded at instant S
     /// is published until S + [`KEY_ADOPTION_MS`] + `retention` + the
     /// verifier's skew: after that no token it signed can still be valid.
@@ -40,12 +48,19 @@ impl KeySet {
     pub fn from_stored(stored: &[StoredSigningKey], now: Timestamp, retention: Option<DurationMs>) -> Option<Self> {
         let keys: Vec<SigningKey> = stored.iter().map(|k| SigningKey::from_seed(k.seed)).collect();
         let statement_keys = Jwks { keys: keys.iter().map(SigningKey::public_jwk).collect() };
+        let signing_index = stored
+            .iter()
+            .position(|k| k.created_at.as_millis() + KEY_SIGNING_DELAY_MS <= now.as_millis())
+            .unwrap_or(stored.len().saturating_sub(1));
         let published = keys
             .iter()
             .enumerate()
             .filter(|(index, _)| {
-                let (Some(retention), Some(superseded_by)) = (retention, index.checked_sub(1).map(|i| &stored[i]))
-                else {
+                // The signing key, and every newer one, is always published.
+                if *index <= signing_index {
+                    return true;
+                }
+                let (Some(retention), Some(superseded_by)) = (retention, stored.get(signing_index)) else {
                     return true;
                 };
                 let retired_at = superseded_by.created_at.as_millis()
@@ -58,7 +73,7 @@ impl KeySet {
             .collect();
         let jwks = Jwks { keys: published };
         let jwks_json = serde_json::to_vec(&jwks).ok()?;
-        let signing = keys.into_iter().next()?;
+        let signing = keys.into_iter().nth(signing_index)?;
         Some(Self { signing, jwks, jwks_json, statement_keys })
     }
 }
@@ -75,6 +90,8 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
     keys: RwLock<Arc<KeySet>>,
+    /// When `keys` was last read from the store (epoch ms), for `reload_keys_if_older_than`.
+    keys_loaded_at: AtomicI64,
     grant_cache: Option<GrantCache>,
 }
 
@@ -95,6 +112,7 @@ impl AppState {
             store,
             clock,
             keys: RwLock::new(Arc::new(keys)),
+            keys_loaded_at: AtomicI64::new(now.as_millis()),
             grant_cache,
         })))
     }
@@ -122,11 +140,22 @@ impl AppState {
     /// Re-reads the keys from the store, so a `temppass key rotate` reaches
     /// running servers and retired keys leave the published set.
     pub async fn reload_keys(&self) -> Result<(), StoreError> {
+        let now = self.now();
+        self.0.keys_loaded_at.store(now.as_millis(), Ordering::Relaxed);
         let stored = self.0.store.signing_keys().await?;
-        if let Some(keys) = KeySet::from_stored(&stored, self.now(), Some(self.0.settings.media_token_ttl)) {
+        if let Some(keys) = KeySet::from_stored(&stored, now, Some(self.0.settings.media_token_ttl)) {
             *self.0.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
         }
         Ok(())
+    }
+
+    /// Re-reads the keys unless that was done less than `max_age_ms` ago.
+    pub(crate) async fn reload_keys_if_older_than(&self, max_age_ms: i64) -> Result<(), StoreError> {
+        let loaded_at = self.0.keys_loaded_at.load(Ordering::Relaxed);
+        if self.now().as_millis() - loaded_at < max_age_ms {
+            return Ok(());
+        }
+        self.reload_keys().await
     }
 
     pub(crate) fn service_provider(&self, id: &str) -> Option<(usize, &ServiceProvider)> {

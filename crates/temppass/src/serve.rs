@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{self, Config, StorageUrl};
 
 /// How often a server re-reads signing keys, so `temppass key rotate` reaches it.
-const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(15);
 
 pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()

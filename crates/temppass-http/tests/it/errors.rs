@@ -532,6 +532,11 @@ async fn an_unknown_path_answers_a_json_404() {
     let app = TestApp::new().await;
     app.get("/api/v2/REF30/no-such-thing").send().await.assert_error(404, "not_found", "none");
     app.get("/nothing/here").send().await.assert_error(404, "not_found", "none");
+    app.get(&format!("/api/v2/{SP}/decisions/authorize/{BASIC}")).send().await.assert_error(
+        405,
+        "method_not_allowed",
+        "none",
+    );
 }
 
 #[tokio::test]

@@ -121,6 +121,7 @@ pub fn settings() -> Settings {
             },
         ],
         allow_loopback_origins: true,
+        access_grant_cache_ttl: None,
         demo: None,
     }
 }

@@ -138,6 +138,15 @@ async fn after_a_rotation_new_tokens_use_the_new_key_and_old_ones_verify_until_t
     ok(app.store().add_signing_key(&stored).await, "add the new key");
     ok(app.state.reload_keys().await, "reload keys");
 
+    // Published at once, but not yet used: other servers must publish it before anyone signs with it.
+    let jwks = served_key_set(&served_jwks_json(&app).await);
+    assert!(jwks.keys.iter().any(|k| k.kid == new_key.kid()), "the new key is not published at once");
+    let soon = app.authorize(BASIC, "device-1", &["res"]).send().await;
+    let soon_token = some(soon.decision()["token"]["serializedToken"].as_str(), "token").to_owned();
+    assert_eq!(temppass_token::token_kid(&soon_token), Some(old_kid.clone()), "a brand-new key signed at once");
+
+    app.advance_ms(temppass_http::KEY_SIGNING_DELAY_MS);
+    ok(app.state.reload_keys().await, "reload keys");
     let after = app.authorize(BASIC, "device-1", &["res"]).send().await;
     let new_token = some(after.decision()["token"]["serializedToken"].as_str(), "token").to_owned();
     assert_eq!(temppass_token::token_kid(&new_token).as_deref(), Some(new_key.kid()), "new tokens use the new key");
