@@ -74,8 +74,14 @@ impl std::fmt::Debug for PostgresStore {
 pub(crate) fn to_store_error(error: tokio_postgres::Error) -> StoreError {
     use tokio_postgres::error::SqlState;
     let Some(code) = error.code() else {
-        // No SQLSTATE: the connection broke, or never opened (I/O, timeout, closed).
-        return StoreError::Unavailable(with_causes(&error));
+        // No SQLSTATE: the connection broke or never opened (I/O, timeout,
+        // closed) — or a row or parameter did not convert, which is a bug to
+        // report, not an outage to retry. tokio-postgres exposes no error kind,
+        // so its messages for the conversion cases tell them apart.
+        let detail = with_causes(&error);
+        let conversion =
+            ["deserializing", "serializing", "unexpected number of rows"].iter().any(|m| detail.contains(m));
+        return if conversion { StoreError::Internal(detail) } else { StoreError::Unavailable(detail) };
     };
     let message = error.as_db_error().map_or_else(|| error.to_string(), |db| format!("{}: {}", db.code().code(), db));
     if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::EXCLUSION_VIOLATION {

@@ -46,6 +46,8 @@ pub struct SqliteStore {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     reclaim_cursor: Arc<Mutex<trials::ReclaimCursor>>,
+    /// A write that waited this long for the writer gives up instead of running late.
+    write_deadline: Duration,
     path: PathBuf,
 }
 
@@ -95,6 +97,7 @@ impl SqliteStore {
             readers,
             next_reader: AtomicUsize::new(0),
             reclaim_cursor: Arc::default(),
+            write_deadline: options.busy_timeout,
             path,
         })
     }
@@ -119,8 +122,14 @@ impl SqliteStore {
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let writer = Arc::clone(&self.writer);
+        let give_up_at = std::time::Instant::now() + self.write_deadline;
         tokio::task::spawn_blocking(move || {
             let mut conn = lock(&writer);
+            // The caller stops waiting after the store timeout; a write still
+            // queued by then must not run late (and pile up under overload).
+            if std::time::Instant::now() >= give_up_at {
+                return Err(StoreError::Unavailable("gave up waiting for the SQLite writer".into()));
+            }
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(to_store_error)?;
             let value = f(&tx)?;
             tx.commit().map_err(to_store_error)?;

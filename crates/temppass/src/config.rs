@@ -221,6 +221,24 @@ impl PostgresUrl {
 
     /// The URL without its password, for messages and logs.
     pub fn redacted(&self) -> String {
+        let url = self.redacted_user_info();
+        // `?password=…` (which the driver accepts too) is hidden as well.
+        match url.split_once('?') {
+            Some((base, query)) => {
+                let query: Vec<String> = query
+                    .split('&')
+                    .map(|pair| match pair.split_once('=') {
+                        Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                        _ => pair.to_owned(),
+                    })
+                    .collect();
+                format!("{base}?{}", query.join("&"))
+            }
+            None => url,
+        }
+    }
+
+    fn redacted_user_info(&self) -> String {
         let Some(scheme_end) = self.0.find("://").map(|i| i + 3) else { return self.0.clone() };
         let rest = &self.0[scheme_end..];
         let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
@@ -573,6 +591,8 @@ ttl = "10m"
         assert_eq!(url.expose(), "postgres://temppass:s3cret@db.internal:5432/temppass");
         assert_eq!(url.redacted(), "postgres://temppass:***@db.internal:5432/temppass");
         assert!(!format!("{config:?}").contains("s3cret"), "the password is in the Debug output");
+        let in_query = PostgresUrl("postgres://db.internal/temppass?user=t&password=s3cret&sslmode=disable".into());
+        assert_eq!(in_query.redacted(), "postgres://db.internal/temppass?user=t&password=***&sslmode=disable");
         assert_eq!(config.storage_pool_size, 32);
         assert_eq!(parse(EXAMPLE, []).map(|c| c.storage_pool_size).ok(), Some(16), "the default pool size");
     }
