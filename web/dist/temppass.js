@@ -295,8 +295,14 @@ export class TempPassClient {
                 return;
             if (!decision.authorized) {
                 stopped = true;
-                expired = true;
-                options.onExpire({ decision });
+                if (isTrialOver(decision.error)) {
+                    expired = true;
+                    options.onExpire({ decision });
+                }
+                else {
+                    // Not the trial's end: a request the server will refuse again (identity, limits, MVPD).
+                    options.onError?.(decision);
+                }
                 return;
             }
             // Durations measured on the server's clock (notBefore is the server's now), never the browser's.

@@ -191,11 +191,15 @@ export interface IdentityOptions {
 }
 
 export interface WatchOptions extends IdentityOptions {
-  /** Called exactly once, when the trial has ended (the server denies) — then the watch stops. */
+  /** Called exactly once, when the trial has ended or has no title left for this resource — then the watch stops. */
   onExpire: (expiry: Expiry) => void;
   /** Called with every permit, e.g. to hand the fresh media token to the player. */
   onPermit?: (permit: Permit) => void;
-  /** Called when a re-check fails as a whole (network, 5xx); the watch keeps going. */
+  /**
+   * Called when a re-check fails as a whole (network, 5xx), and the watch keeps
+   * going; or with the denying decision when the server refuses for another
+   * reason than the trial's end (e.g. a missing identity), and the watch stops.
+   */
   onError?: (error: unknown) => void;
   /** Longest time between two re-checks. Default: 60 000 ms. */
   intervalMs?: number;
@@ -493,8 +497,13 @@ export class TempPassClient {
       if (stopped) return;
       if (!decision.authorized) {
         stopped = true;
-        expired = true;
-        options.onExpire({ decision });
+        if (isTrialOver(decision.error)) {
+          expired = true;
+          options.onExpire({ decision });
+        } else {
+          // Not the trial's end: a request the server will refuse again (identity, limits, MVPD).
+          options.onError?.(decision);
+        }
         return;
       }
       // Durations measured on the server's clock (notBefore is the server's now), never the browser's.

@@ -338,3 +338,17 @@ test("a stopped watch makes no more calls and never fires", async () => {
   assert.equal(fired, 0);
   assert.equal(watch.expired, false);
 });
+
+test("a watch refused for another reason than the trial's end reports an error and never fires onExpire", async () => {
+  const sdk = client({});
+  let resolveError;
+  const failed = new Promise((resolve) => (resolveError = resolve));
+  let fired = 0;
+  // A promotional MVPD without the identity header: the server refuses every check.
+  const watch = sdk.watch("flexibleTempPass", "res09", { onExpire: () => fired++, onError: resolveError });
+  const error = await within(5_000, failed, "onError");
+  assert.equal(error.authorized, false);
+  assert.equal(error.error.code, "invalid_header_identity_for_temporary_access");
+  assert.equal(fired, 0);
+  assert.equal(watch.expired, false);
+});
