@@ -268,6 +268,8 @@ async fn decide(
     let rule = &temppass.rule;
     let lookup =
         TrialLookup { scope: &scope, device: &device, identity: identity.as_ref(), valid_since: rule.valid_since(now) };
+    // Logs carry the device only as a hash: the tracking id (SPEC.md §9).
+    tracing::debug!(tracking_id = %opaque_hash(&["tracking", device.as_str()]), mvpd = %mvpd_id, ?kind, "decision");
     let decisions = match kind {
         DecisionKind::Authorize => {
             let mut decisions = Vec::with_capacity(resources.len());

@@ -85,5 +85,9 @@ pub(crate) async fn api_call<'s>(
     if !grant.application.service_providers.contains(&sp.id) {
         return Err(ApiError::new(ErrorCode::InvalidAccessTokenServiceProvider));
     }
+    if crate::headers::device_info_is_malformed(headers) {
+        let count = state.count_malformed_device_info();
+        tracing::debug!(count, "X-Device-Info is not base64 of a JSON object; ignored");
+    }
     Ok((index, sp))
 }

@@ -40,6 +40,17 @@ pub(crate) fn device_id(headers: &HeaderMap) -> Result<DeviceId, ApiError> {
     DeviceId::parse(&text).map_err(|e| invalid(&format!("the decoded device identifier {e}")))
 }
 
+/// `X-Device-Info` is informational (SPEC.md §4): `Some(false)` when present
+/// but not base64 of a JSON object — counted, never refused, because real
+/// apps (and Adobe's own sample) send such values.
+pub(crate) fn device_info_is_malformed(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get("x-device-info") else {
+        return false;
+    };
+    let decoded = value.to_str().ok().filter(|v| v.len() <= MAX_HEADER_BYTES).and_then(|v| decode_base64(v.trim()));
+    !decoded.is_some_and(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| v.is_object()))
+}
+
 /// Why `AP-TempPass-Identity` was refused: always `invalid_header_identity_for_temporary_access`.
 #[derive(Debug)]
 pub(crate) struct InvalidIdentity(pub &'static str);
@@ -115,6 +126,16 @@ mod tests {
         ];
         for value in cases {
             assert!(identity(&headers(TEMPPASS_IDENTITY, &value), "email").is_err(), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn device_info_that_is_not_base64_json_is_noticed_and_a_good_one_is_not() {
+        assert!(!device_info_is_malformed(&HeaderMap::new()));
+        let good = STANDARD.encode(r#"{"model":"TV"}"#);
+        assert!(!device_info_is_malformed(&headers("x-device-info", &good)));
+        for bad in ["not base64!", &STANDARD.encode("[1]"), &STANDARD.encode("{model:TV}")] {
+            assert!(device_info_is_malformed(&headers("x-device-info", bad)), "{bad}");
         }
     }
 

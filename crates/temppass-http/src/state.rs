@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use temppass_core::{DurationMs, ServiceProviderId, Timestamp};
@@ -92,6 +92,8 @@ pub(crate) struct Inner {
     keys: RwLock<Arc<KeySet>>,
     /// When `keys` was last read from the store (epoch ms), for `reload_keys_if_older_than`.
     keys_loaded_at: AtomicI64,
+    /// `X-Device-Info` values that were not base64 JSON objects, since start-up.
+    malformed_device_info: AtomicU64,
     grant_cache: Option<GrantCache>,
 }
 
@@ -113,6 +115,7 @@ impl AppState {
             clock,
             keys: RwLock::new(Arc::new(keys)),
             keys_loaded_at: AtomicI64::new(now.as_millis()),
+            malformed_device_info: AtomicU64::new(0),
             grant_cache,
         })))
     }
@@ -127,6 +130,16 @@ impl AppState {
 
     pub fn now(&self) -> Timestamp {
         self.0.clock.now()
+    }
+
+    /// Counts one more malformed `X-Device-Info` and returns the total.
+    pub(crate) fn count_malformed_device_info(&self) -> u64 {
+        self.0.malformed_device_info.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Malformed `X-Device-Info` values seen since start-up (SPEC.md §4: ignored, counted).
+    pub fn malformed_device_info(&self) -> u64 {
+        self.0.malformed_device_info.load(Ordering::Relaxed)
     }
 
     pub(crate) fn grant_cache(&self) -> Option<&GrantCache> {

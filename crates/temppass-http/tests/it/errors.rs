@@ -571,3 +571,16 @@ async fn a_cached_grant_still_expires_with_its_token() {
         "application-registration",
     );
 }
+
+#[tokio::test]
+async fn a_malformed_device_info_header_is_counted_and_never_refused() {
+    let app = TestApp::new().await;
+    // Adobe's own sample value is not valid JSON; real apps send such values.
+    let sample = "eyJwcmltYXJ5SGFyZHdhcmVUeXBlIjoiU2V0VG9wQm94IiwibW9kZWwiOiJUViJ";
+    app.authorize(BASIC, "tv", &["res"]).header("x-device-info", sample).send().await.decision();
+    app.profile(BASIC, "tv").header("x-device-info", "%%% not base64").send().await.assert_ok_json();
+    assert_eq!(app.state.malformed_device_info(), 2);
+    let good = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, r#"{"model":"TV"}"#);
+    app.profile(BASIC, "tv").header("x-device-info", &good).send().await.assert_ok_json();
+    assert_eq!(app.state.malformed_device_info(), 2, "a JSON object is not counted");
+}
