@@ -29,7 +29,7 @@ use std::collections::BTreeSet;
 use temppass_core::{
     AuthorizeVerdict, ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId, TrialUpdate, authorize as decide, merge,
 };
-use temppass_store::{AuthorizeOutcome, ReclaimReport, StoreError, TrialLookup};
+use temppass_store::{AuthorizeOutcome, FoundTrials, ReclaimReport, StoreError, TrialLookup};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
@@ -259,34 +259,9 @@ impl Bindings {
         [&self.device, &self.identity].into_iter().flatten().filter(|b| b.trial.is_some()).map(|b| b.trial_id)
     }
 
-    fn found(&self) -> Found {
+    fn found(&self) -> FoundTrials {
         let valid = |binding: &Option<Binding>| binding.as_ref().filter(|b| b.valid).and_then(|b| b.trial.clone());
-        Found { by_device: valid(&self.device), by_identity: valid(&self.identity) }
-    }
-}
-
-/// The trials a lookup's keys find, each already filtered by `valid_since`.
-pub(crate) struct Found {
-    by_device: Option<Trial>,
-    by_identity: Option<Trial>,
-}
-
-impl Found {
-    /// The trial these keys stand for: the merge of both when they differ.
-    pub(crate) fn merged(self) -> Option<Trial> {
-        match (self.by_device, self.by_identity) {
-            (Some(a), Some(b)) if a.id != b.id => Some(merge(a, b).0),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// True when every key of the lookup is already bound to one and the same trial.
-    fn fully_bound(&self, wants_identity: bool) -> bool {
-        match (&self.by_device, &self.by_identity) {
-            (Some(device), Some(identity)) => device.id == identity.id,
-            (Some(_), None) => !wants_identity,
-            _ => false,
-        }
+        FoundTrials { by_device: valid(&self.device), by_identity: valid(&self.identity) }
     }
 }
 
@@ -321,7 +296,7 @@ async fn find_bindings(conn: &mut Conn, lookup: TrialLookup<'_>) -> Result<Bindi
     Bindings::from_rows(&rows)
 }
 
-pub(crate) async fn find(conn: &mut Conn, lookup: TrialLookup<'_>) -> Result<Found, StoreError> {
+pub(crate) async fn find(conn: &mut Conn, lookup: TrialLookup<'_>) -> Result<FoundTrials, StoreError> {
     Ok(find_bindings(conn, lookup).await?.found())
 }
 
@@ -336,16 +311,7 @@ pub(crate) async fn authorize_without_write(
     resource: &ResourceId,
     now: Timestamp,
 ) -> Result<Option<AuthorizeOutcome>, StoreError> {
-    let found = find(conn, lookup).await?;
-    if !found.fully_bound(lookup.identity.is_some()) {
-        return Ok(None);
-    }
-    let trial = found.merged();
-    Ok(match decide(rule, trial.as_ref(), resource, now) {
-        AuthorizeVerdict::Permit(TrialUpdate::Unchanged) => Some(AuthorizeOutcome { decision: Ok(()), trial }),
-        AuthorizeVerdict::Deny(reason) => Some(AuthorizeOutcome { decision: Err(reason), trial }),
-        AuthorizeVerdict::Permit(_) => None,
-    })
+    Ok(find(conn, lookup).await?.answer_without_write(lookup.identity.is_some(), rule, resource, now))
 }
 
 // --- authorizing ----------------------------------------------------------------
@@ -491,7 +457,7 @@ async fn authorize_once(
         return Ok(Attempt::StartOver);
     }
 
-    let Found { by_device, by_identity } = bindings.found();
+    let FoundTrials { by_device, by_identity } = bindings.found();
     let device_trial = by_device.as_ref().map(|t| t.id);
     let identity_trial = by_identity.as_ref().map(|t| t.id);
     let mut merged = None;

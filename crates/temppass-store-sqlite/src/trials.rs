@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use temppass_core::{
     AuthorizeVerdict, ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId, TrialUpdate, authorize as decide, merge,
 };
-use temppass_store::{AuthorizeOutcome, StoreError, TrialLookup};
+use temppass_store::{AuthorizeOutcome, FoundTrials, StoreError, TrialLookup};
 
 use crate::to_store_error;
 
@@ -18,31 +18,6 @@ use crate::to_store_error;
 pub(crate) enum KeyKind {
     Device = 0,
     Identity = 1,
-}
-
-/// The trials a lookup's keys find, each already filtered by `valid_since`.
-pub(crate) struct Found {
-    by_device: Option<Trial>,
-    by_identity: Option<Trial>,
-}
-
-impl Found {
-    /// The trial these keys stand for: the merge of both when they differ.
-    pub(crate) fn merged(self) -> Option<Trial> {
-        match (self.by_device, self.by_identity) {
-            (Some(a), Some(b)) if a.id != b.id => Some(merge(a, b).0),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// True when every key of the lookup is already bound to one and the same trial.
-    fn fully_bound(&self, wants_identity: bool) -> bool {
-        match (&self.by_device, &self.by_identity) {
-            (Some(device), Some(identity)) => device.id == identity.id,
-            (Some(_), None) => !wants_identity,
-            _ => false,
-        }
-    }
 }
 
 const FIND_BY_KEY: &str = "
@@ -93,13 +68,13 @@ fn encode_resources(resources: &[ResourceId]) -> String {
     serde_json::Value::from(raw).to_string()
 }
 
-pub(crate) fn find(conn: &Connection, lookup: TrialLookup<'_>) -> rusqlite::Result<Found> {
+pub(crate) fn find(conn: &Connection, lookup: TrialLookup<'_>) -> rusqlite::Result<FoundTrials> {
     let by_device = find_by_key(conn, lookup.scope, KeyKind::Device, lookup.device.as_str(), lookup.valid_since)?;
     let by_identity = match lookup.identity {
         Some(identity) => find_by_key(conn, lookup.scope, KeyKind::Identity, identity.as_str(), lookup.valid_since)?,
         None => None,
     };
-    Ok(Found { by_device, by_identity })
+    Ok(FoundTrials { by_device, by_identity })
 }
 
 /// Answers an authorization that changes nothing (every key bound to one
@@ -111,16 +86,7 @@ pub(crate) fn authorize_without_write(
     resource: &ResourceId,
     now: Timestamp,
 ) -> rusqlite::Result<Option<AuthorizeOutcome>> {
-    let found = find(conn, lookup)?;
-    if !found.fully_bound(lookup.identity.is_some()) {
-        return Ok(None);
-    }
-    let trial = found.merged();
-    Ok(match decide(rule, trial.as_ref(), resource, now) {
-        AuthorizeVerdict::Permit(TrialUpdate::Unchanged) => Some(AuthorizeOutcome { decision: Ok(()), trial }),
-        AuthorizeVerdict::Deny(reason) => Some(AuthorizeOutcome { decision: Err(reason), trial }),
-        AuthorizeVerdict::Permit(_) => None,
-    })
+    Ok(find(conn, lookup)?.answer_without_write(lookup.identity.is_some(), rule, resource, now))
 }
 
 /// The whole authorization inside the writer's transaction: find, merge, decide, record, bind.

@@ -7,6 +7,7 @@
 //! engine allows (one writer transaction in SQLite, one short transaction with
 //! row locks in PostgreSQL).
 
+mod found;
 mod records;
 
 #[cfg(feature = "conformance")]
@@ -15,6 +16,7 @@ pub mod conformance;
 use async_trait::async_trait;
 use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
 
+pub use found::FoundTrials;
 pub use records::{AccessGrant, AccessToken, ApiKey, Application, Client, ReclaimReport, Session, StoredSigningKey};
 
 /// Failures of the store itself. Denials are not errors: see [`AuthorizeOutcome`].
