@@ -268,7 +268,17 @@ async fn while_postgres_is_unreachable_requests_fail_fast_with_retry_and_recover
         let (status, body) = authorize(&server.base, &token, "REF30", "tv", "res01").await;
         assert_eq!(status, 500, "authorize while PostgreSQL is unreachable: {body}");
         assert_eq!((body["code"].as_str(), body["action"].as_str()), (Some("internal_server_error"), Some("retry")));
-        let (status, body) = get_status(&format!("{}/api/v2/REF30/configuration", server.base), &token).await;
+        // A profile needs the store too (the bearer's grant may still be in the server's 2 s cache).
+        let (status, body) = json(
+            reqwest::Client::new()
+                .get(format!("{}/api/v2/REF30/profiles/TempPass", server.base))
+                .bearer_auth(&token)
+                .header("AP-Device-Identifier", device("tv"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("profile: {e}")),
+        )
+        .await;
         assert_eq!((status, body["action"].as_str()), (500, Some("retry")), "{body}");
     }
     assert!(
