@@ -164,6 +164,14 @@ const DELETE_EXPIRED_TOKENS: &str = "
     DELETE FROM access_tokens WHERE token_hash IN
       (SELECT token_hash FROM access_tokens WHERE expires_at_ms <= $1 ORDER BY expires_at_ms LIMIT $2)
     RETURNING 1";
+/// Clients that registered before $1 (now − `CLIENT_IDLE_MS`) and hold no access token.
+const DELETE_IDLE_CLIENTS: &str = "
+    DELETE FROM clients WHERE client_id IN
+      (SELECT c.client_id FROM clients c
+       WHERE c.issued_at_ms <= $1
+         AND NOT EXISTS (SELECT 1 FROM access_tokens t WHERE t.client_id = c.client_id)
+       ORDER BY c.issued_at_ms LIMIT $2)
+    RETURNING 1";
 
 // --- advisory lock keys -------------------------------------------------------
 
@@ -665,6 +673,7 @@ pub(crate) async fn reclaim(
     let delete_unbound = conn.prepare(DELETE_UNBOUND).await?;
     let delete_sessions = conn.prepare(DELETE_EXPIRED_SESSIONS).await?;
     let delete_tokens = conn.prepare(DELETE_EXPIRED_TOKENS).await?;
+    let delete_clients = conn.prepare(DELETE_IDLE_CLIENTS).await?;
 
     let (after_sp, after_mvpd, after_kind, after_key) =
         cursor.0.unwrap_or_else(|| (String::new(), String::new(), -1, String::new()));
@@ -707,22 +716,38 @@ pub(crate) async fn reclaim(
     let superseded: [Param<'_>; 5] = [&sps, &mvpds, &kinds, &keys, &currents];
     let trial_ids: [Param<'_>; 1] = [&trials];
     let expired: [Param<'_>; 2] = [&now_ms, &limit];
+    let idle_before_ms = now_ms - temppass_store::CLIENT_IDLE_MS;
+    let idle: [Param<'_>; 2] = [&idle_before_ms, &limit];
     let mut batch: Vec<(&tokio_postgres::Statement, &[Param<'_>])> = Vec::new();
+    // Where each counted answer lands in `answers`, recorded as it is pushed.
+    let mut at_bindings = None;
+    let mut at_trials = None;
     if !trials.is_empty() {
         batch.push((&lock_trial_ids, &trial_ids));
+        at_bindings = Some(batch.len());
         batch.push((&delete_superseded, &superseded));
+        at_trials = Some(batch.len());
         batch.push((&delete_unbound, &trial_ids));
     }
+    let at_sessions = batch.len();
     batch.push((&delete_sessions, &expired));
+    let at_tokens = batch.len();
     batch.push((&delete_tokens, &expired));
+    let at_clients = batch.len();
+    batch.push((&delete_clients, &idle));
     batch.push((&commit, &[]));
     let answers = conn.pipeline(&batch).await.map_err(to_store_error)?;
     conn.transaction_closed();
 
-    let count = |from_end: usize| answers.len().checked_sub(from_end).map_or(0, |index| answers[index].len());
-    let (bindings, trials_removed) = if trials.is_empty() { (0, 0) } else { (count(5), count(4)) };
-    let report =
-        ReclaimReport { bindings, trials: trials_removed, sessions: count(3), access_tokens: count(2), pass_complete };
+    let count = |index: usize| answers.get(index).map_or(0, Vec::len);
+    let report = ReclaimReport {
+        bindings: at_bindings.map_or(0, count),
+        trials: at_trials.map_or(0, count),
+        sessions: count(at_sessions),
+        access_tokens: count(at_tokens),
+        clients: count(at_clients),
+        pass_complete,
+    };
     let cursor = if pass_complete { ReclaimCursor(None) } else { ReclaimCursor(last) };
     Ok((report, cursor))
 }

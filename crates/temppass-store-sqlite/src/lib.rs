@@ -284,10 +284,11 @@ impl Store for SqliteStore {
             let mut walked = cursor.clone();
             let (bindings, trials, pass_complete) =
                 trials::reclaim_bindings(tx, &mut walked, budget).map_err(to_store_error)?;
-            let (sessions, access_tokens) = records::reclaim_expired(tx, now, budget).map_err(to_store_error)?;
+            let (sessions, access_tokens, clients) =
+                records::reclaim_expired(tx, now, budget).map_err(to_store_error)?;
             // Should the commit fail, the range is simply walked again in the next pass.
             *cursor = walked;
-            Ok(ReclaimReport { bindings, trials, sessions, access_tokens, pass_complete })
+            Ok(ReclaimReport { bindings, trials, sessions, access_tokens, clients, pass_complete })
         })
         .await
     }

@@ -269,8 +269,13 @@ pub(crate) fn revoke_api_key(conn: &Connection, key_hash: &str, now: Timestamp) 
     Ok(changed > 0)
 }
 
-/// Deletes up to `budget` expired sessions and access tokens. Returns `(sessions, access_tokens)`.
-pub(crate) fn reclaim_expired(conn: &Connection, now: Timestamp, budget: usize) -> rusqlite::Result<(usize, usize)> {
+/// Deletes up to `budget` expired sessions and access tokens, and idle clients.
+/// Returns `(sessions, access_tokens, clients)`.
+pub(crate) fn reclaim_expired(
+    conn: &Connection,
+    now: Timestamp,
+    budget: usize,
+) -> rusqlite::Result<(usize, usize, usize)> {
     let sessions = conn
         .prepare_cached(
             "DELETE FROM sessions WHERE code IN
@@ -283,5 +288,14 @@ pub(crate) fn reclaim_expired(conn: &Connection, now: Timestamp, budget: usize) 
                (SELECT token_hash FROM access_tokens WHERE expires_at_ms <= ?1 ORDER BY expires_at_ms LIMIT ?2)",
         )?
         .execute(params![now.as_millis(), budget as i64])?;
-    Ok((sessions, tokens))
+    let clients = conn
+        .prepare_cached(
+            "DELETE FROM clients WHERE client_id IN
+               (SELECT c.client_id FROM clients c
+                WHERE c.issued_at_ms <= ?1
+                  AND NOT EXISTS (SELECT 1 FROM access_tokens t WHERE t.client_id = c.client_id)
+                ORDER BY c.issued_at_ms LIMIT ?2)",
+        )?
+        .execute(params![now.as_millis() - temppass_store::CLIENT_IDLE_MS, budget as i64])?;
+    Ok((sessions, tokens, clients))
 }

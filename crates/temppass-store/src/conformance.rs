@@ -29,8 +29,8 @@ use temppass_core::{
 use tokio::sync::Barrier;
 
 use crate::{
-    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, Client, ReclaimReport, Session, Store, StoreError,
-    StoredSigningKey, TrialLookup,
+    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, CLIENT_IDLE_MS, Client, ReclaimReport, Session,
+    Store, StoreError, StoredSigningKey, TrialLookup,
 };
 
 /// Expands to one `#[tokio::test]` per conformance case, each calling
@@ -82,6 +82,7 @@ macro_rules! conformance_tests {
             api_keys_are_created_found_and_revoked,
             reclaiming_after_a_reset_all_removes_superseded_bindings_and_their_trials_only,
             reclaiming_removes_expired_sessions_and_access_tokens_only,
+            reclaiming_removes_clients_idle_for_thirty_days_that_hold_no_token,
         );
     };
 }
@@ -1240,6 +1241,7 @@ async fn reclaim_fully(store: &dyn Store, now_ms: i64) -> ReclaimReport {
         total.trials += report.trials;
         total.sessions += report.sessions;
         total.access_tokens += report.access_tokens;
+        total.clients += report.clients;
         if report.pass_complete && report.removed() == 0 {
             total.pass_complete = true;
             return total;
@@ -1321,4 +1323,47 @@ pub async fn reclaiming_removes_expired_sessions_and_access_tokens_only(store: A
     assert!(store.find_session("CODE0001").await.ok().flatten().is_some(), "a live session was removed");
     assert!(store.find_access_grant(&format!("{:064}", 0)).await.ok().flatten().is_none());
     assert!(store.find_access_grant(&format!("{:064}", 1)).await.ok().flatten().is_some());
+}
+
+pub async fn reclaiming_removes_clients_idle_for_thirty_days_that_hold_no_token(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    let application = Application {
+        id: "app-clients".into(),
+        name: "clients".into(),
+        service_providers: vec![service_provider("REF30")],
+        scopes: vec!["api:client:v2".into()],
+        created_at: at(T0_MS),
+        revoked_at: None,
+    };
+    store.create_application(&application).await.unwrap_or_else(|e| panic!("create_application: {e}"));
+    let now_ms = T0_MS + CLIENT_IDLE_MS + DAY_MS;
+    // (client id, registered at, holds a live token)
+    let clients = [("old-idle", T0_MS, false), ("old-busy", T0_MS, true), ("recent-idle", now_ms - DAY_MS, false)];
+    for (client_id, issued_ms, busy) in clients {
+        let client = Client {
+            client_id: client_id.into(),
+            secret_hash: "0".repeat(64),
+            application_id: application.id.clone(),
+            redirect_uris: vec![],
+            issued_at: at(issued_ms),
+        };
+        store.create_client(&client).await.unwrap_or_else(|e| panic!("create_client: {e}"));
+        if busy {
+            let token = AccessToken {
+                id: format!("token-of-{client_id}"),
+                token_hash: format!("{:064}", 7),
+                client_id: client_id.into(),
+                application_id: application.id.clone(),
+                scopes: vec!["api:client:v2".into()],
+                created_at: at(now_ms - HOUR_MS),
+                expires_at: at(now_ms + HOUR_MS),
+            };
+            store.create_access_token(&token).await.unwrap_or_else(|e| panic!("create_access_token: {e}"));
+        }
+    }
+    let report = reclaim_fully(store, now_ms).await;
+    assert_eq!(report.clients, 1, "{report:?}");
+    assert!(store.find_client("old-idle").await.ok().flatten().is_none(), "an idle old client is still there");
+    assert!(store.find_client("old-busy").await.ok().flatten().is_some(), "a client with a live token was removed");
+    assert!(store.find_client("recent-idle").await.ok().flatten().is_some(), "a recent client was removed");
 }

@@ -17,7 +17,9 @@ use async_trait::async_trait;
 use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
 
 pub use found::FoundTrials;
-pub use records::{AccessGrant, AccessToken, ApiKey, Application, Client, ReclaimReport, Session, StoredSigningKey};
+pub use records::{
+    AccessGrant, AccessToken, ApiKey, Application, CLIENT_IDLE_MS, Client, ReclaimReport, Session, StoredSigningKey,
+};
 
 /// Failures of the store itself. Denials are not errors: see [`AuthorizeOutcome`].
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +116,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reclaims the storage of what nothing can find any more: bindings of a
     /// superseded generation (after an "all" reset), trials no binding points
-    /// to, expired sessions and access tokens. Does at most about `budget` rows
+    /// to, expired sessions and access tokens, and clients that registered
+    /// more than [`CLIENT_IDLE_MS`] ago and hold no token. Does at most about `budget` rows
     /// of work in one short transaction and resumes where it stopped on the
     /// next call, so it never holds the store long; never on a request path.
     async fn reclaim(&self, now: Timestamp, budget: usize) -> Result<ReclaimReport, StoreError>;

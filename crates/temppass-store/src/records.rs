@@ -79,6 +79,11 @@ pub struct ApiKey {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// A registered client with no access token that registered this long ago is
+/// reclaimed: every browser registers its own client, so without this the
+/// table only grows. An app whose client is gone registers again.
+pub const CLIENT_IDLE_MS: i64 = 30 * 86_400_000;
+
 /// What one [`crate::Store::reclaim`] call removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReclaimReport {
@@ -86,12 +91,14 @@ pub struct ReclaimReport {
     pub trials: usize,
     pub sessions: usize,
     pub access_tokens: usize,
+    /// Clients registered more than [`CLIENT_IDLE_MS`] ago that hold no access token.
+    pub clients: usize,
     /// True when the call found nothing more to scan in this pass (the next call starts a new pass).
     pub pass_complete: bool,
 }
 
 impl ReclaimReport {
     pub fn removed(&self) -> usize {
-        self.bindings + self.trials + self.sessions + self.access_tokens
+        self.bindings + self.trials + self.sessions + self.access_tokens + self.clients
     }
 }

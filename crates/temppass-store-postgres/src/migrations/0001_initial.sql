@@ -66,6 +66,8 @@ CREATE TABLE access_tokens (
 );
 
 CREATE INDEX access_tokens_by_expiry ON access_tokens (expires_at_ms);
+CREATE INDEX access_tokens_by_client ON access_tokens (client_id);
+CREATE INDEX clients_by_issue ON clients (issued_at_ms);
 
 -- Legacy reset API keys (SPEC.md §7), kept as SHA-256 hashes.
 CREATE TABLE api_keys (
