@@ -21,7 +21,7 @@ use temppass_store::{Session, StoreError, TrialLookup};
 use temppass_token::{MediaTokenClaims, issue_media_token};
 
 use crate::auth::api_call;
-use crate::error::{ApiError, ErrorBody, ErrorCode, json_bytes_response, json_response};
+use crate::error::{ApiError, ErrorBody, ErrorCode, json_bytes_response, json_response, unread_body};
 use crate::headers::{self, InvalidIdentity};
 use crate::settings::{MvpdRef, ServiceProvider, TempPassMvpd};
 use crate::state::AppState;
@@ -196,11 +196,10 @@ struct DecisionRequest {
 /// The body of a decision request: `{"resources":["…"]}`, at least one, each a valid resource id.
 fn parse_resources(body: Result<Bytes, BytesRejection>) -> Result<Vec<ResourceId>, ApiError> {
     let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(ErrorCode::PayloadTooLarge)
-        } else {
-            ApiError::with_details(ErrorCode::InvalidParameterResources, "the request body could not be read")
-        }
+        unread_body(
+            &rejection,
+            ApiError::with_details(ErrorCode::InvalidParameterResources, "the body could not be read"),
+        )
     })?;
     let invalid = |details: &str| ApiError::with_details(ErrorCode::InvalidParameterResources, details);
     let request: DecisionRequest =
@@ -373,11 +372,8 @@ struct SessionForm {
 
 fn parse_session_form(body: Result<Bytes, BytesRejection>) -> Result<SessionForm, ApiError> {
     let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(ErrorCode::PayloadTooLarge)
-        } else {
-            ApiError::with_details(ErrorCode::InvalidAuthenticationSession, "the request body could not be read")
-        }
+        let unreadable = ApiError::with_details(ErrorCode::InvalidAuthenticationSession, "the body could not be read");
+        unread_body(&rejection, unreadable)
     })?;
     let form: SessionForm = serde_urlencoded::from_bytes(&body).map_err(|_| {
         ApiError::with_details(ErrorCode::InvalidAuthenticationSession, "expected a form-urlencoded body")
@@ -428,11 +424,16 @@ fn resume_response(sp: &ServiceProvider, session: &Session) -> Response {
 }
 
 /// The session must continue with a TempPass MVPD: temppass logs no one in to a regular MVPD.
-fn temppass_session_response(sp: &ServiceProvider, mvpd_raw: &str, session_id: &str) -> ApiResult {
+fn temppass_session_response(
+    sp: &ServiceProvider,
+    mvpd_raw: &str,
+    session_id: &str,
+) -> Result<(MvpdId, Response), ApiError> {
     let (mvpd_id, mvpd) = parse_mvpd(sp, mvpd_raw)?;
     match mvpd {
         MvpdRef::TempPass(_) => {
-            Ok(json_response(StatusCode::OK, &wire::temporary_session(sp.id.as_str(), mvpd_id.as_str(), session_id)))
+            let body = wire::temporary_session(sp.id.as_str(), mvpd_id.as_str(), session_id);
+            Ok((mvpd_id, json_response(StatusCode::OK, &body)))
         }
         MvpdRef::Regular(_) => Err(ApiError::with_details(
             ErrorCode::InvalidIntegration,
@@ -451,7 +452,7 @@ pub(crate) async fn create_session(
     let device = headers::device_id(&headers)?;
     let form = parse_session_form(body)?;
     if let Some(mvpd) = &form.mvpd {
-        return temppass_session_response(sp, mvpd, &uuid::Uuid::new_v4().to_string());
+        return temppass_session_response(sp, mvpd, &uuid::Uuid::new_v4().to_string()).map(|(_, response)| response);
     }
     let now = state.now();
     let mut session = Session {
@@ -534,16 +535,14 @@ pub(crate) async fn resume_session(
     if session.device.is_none() && headers.contains_key(headers::DEVICE_IDENTIFIER) {
         session.device = Some(headers::device_id(&headers)?);
     }
+    session.domain_name = form.domain_name.or(session.domain_name);
+    session.redirect_url = form.redirect_url.or(session.redirect_url);
     let Some(mvpd) = form.mvpd.or_else(|| session.mvpd.as_ref().map(|m| m.as_str().to_owned())) else {
-        session.domain_name = form.domain_name.or(session.domain_name);
-        session.redirect_url = form.redirect_url.or(session.redirect_url);
         state.store_call(state.store().update_session(&session)).await?;
         return Ok(resume_response(sp, &session));
     };
-    let response = temppass_session_response(sp, &mvpd, &session.code)?;
-    session.mvpd = Some(parse_mvpd(sp, &mvpd)?.0);
-    session.domain_name = form.domain_name.or(session.domain_name);
-    session.redirect_url = form.redirect_url.or(session.redirect_url);
+    let (mvpd_id, response) = temppass_session_response(sp, &mvpd, &session.code)?;
+    session.mvpd = Some(mvpd_id);
     state.store_call(state.store().update_session(&session)).await?;
     Ok(response)
 }

@@ -53,12 +53,9 @@ fn oauth(error: OAuthError, description: &'static str) -> DcrError {
 }
 
 fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, DcrError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            DcrError::Api(ApiError::new(ErrorCode::PayloadTooLarge))
-        } else {
-            oauth(OAuthError::InvalidRequest, "the request body could not be read")
-        }
+    body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => DcrError::Api(ApiError::new(ErrorCode::PayloadTooLarge)),
+        _ => oauth(OAuthError::InvalidRequest, "the request body could not be read"),
     })
 }
 

@@ -260,6 +260,16 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A request body that could not be read: 413 `payload_too_large` when it was
+/// over the limit, else `unreadable` (each endpoint names its own 400).
+pub(crate) fn unread_body(rejection: &axum::extract::rejection::BytesRejection, unreadable: ApiError) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(ErrorCode::PayloadTooLarge)
+    } else {
+        unreadable
+    }
+}
+
 /// A JSON response with the content type of Adobe's API.
 pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     match serde_json::to_vec(body) {

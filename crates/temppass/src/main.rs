@@ -141,6 +141,7 @@ fn main() -> ExitCode {
             Command::Apikey(ApikeyCommand::Revoke { config, key }) => {
                 admin::revoke_api_key(config.config.as_deref(), &key).await
             }
+            // Answered before the runtime started.
             Command::Token(TokenCommand::Verify { .. }) => Ok(()),
         }
     });
