@@ -94,7 +94,7 @@ struct Tokens {
     #[serde(default = "default_access_token_ttl")]
     access_token_ttl: String,
     /// How long a server reuses a looked-up access token: a duration up to
-    /// "5s", or "off". Default: off with SQLite, "2s" with PostgreSQL.
+    /// "5s", or "off". Default: "2s".
     access_token_cache: Option<String>,
 }
 
@@ -110,8 +110,9 @@ impl Default for Tokens {
 
 /// SPEC.md §6: a revocation reaches every server within 5 s.
 const MAX_ACCESS_TOKEN_CACHE_MS: i64 = 5_000;
+const DEFAULT_ACCESS_TOKEN_CACHE_MS: i64 = 2_000;
 
-fn access_token_cache(text: Option<&str>, storage: &StorageUrl) -> anyhow::Result<Option<DurationMs>> {
+fn access_token_cache(text: Option<&str>) -> anyhow::Result<Option<DurationMs>> {
     let field = "tokens.access_token_cache";
     match text {
         Some("off") => Ok(None),
@@ -122,11 +123,9 @@ fn access_token_cache(text: Option<&str>, storage: &StorageUrl) -> anyhow::Resul
             }
             Ok(Some(ttl))
         }
-        // A SQLite lookup costs microseconds; a PostgreSQL one a network round trip.
-        None => Ok(match storage {
-            StorageUrl::Sqlite(_) => None,
-            StorageUrl::Postgres(_) => DurationMs::from_millis(2_000).ok(),
-        }),
+        // A PostgreSQL lookup is a network round trip; a SQLite one was measured at
+        // a tenth of an authorization's CPU (docs/PERFORMANCE.md): worth 2 s of a revocation.
+        None => Ok(DurationMs::from_millis(DEFAULT_ACCESS_TOKEN_CACHE_MS).ok()),
     }
 }
 
@@ -339,7 +338,7 @@ fn validate(file: File) -> anyhow::Result<Config> {
         .ok_or_else(|| anyhow!("storage.pool_size: {} is outside 1..=1000", file.storage.pool_size))?;
     let media_token_ttl = duration("tokens.media_token_ttl", &file.tokens.media_token_ttl)?;
     let access_token_ttl = duration("tokens.access_token_ttl", &file.tokens.access_token_ttl)?;
-    let access_grant_cache_ttl = access_token_cache(file.tokens.access_token_cache.as_deref(), &storage)?;
+    let access_grant_cache_ttl = access_token_cache(file.tokens.access_token_cache.as_deref())?;
     let request_timeout = std_duration("limits.request_timeout", &file.limits.request_timeout)?;
     if !(1024..=16 * 1024 * 1024).contains(&file.limits.body_bytes) {
         bail!("limits.body_bytes: {} is outside 1024..=16777216", file.limits.body_bytes);
@@ -562,9 +561,10 @@ ttl = "10m"
     }
 
     #[test]
-    fn the_access_token_cache_is_off_with_sqlite_two_seconds_with_postgres_and_at_most_five() {
+    fn the_access_token_cache_is_two_seconds_by_default_can_be_off_and_is_at_most_five() {
         let ttl = |text: &str| parse(text, []).map(|c| c.settings.access_grant_cache_ttl.map(DurationMs::as_millis));
-        assert_eq!(ttl("").ok(), Some(None));
+        assert_eq!(ttl("").ok(), Some(Some(2_000)));
+        assert_eq!(ttl("[tokens]\naccess_token_cache = \"off\"").ok(), Some(None));
         assert_eq!(ttl("[storage]\nurl = \"postgres://db/x\"").ok(), Some(Some(2_000)));
         assert_eq!(ttl("[tokens]\naccess_token_cache = \"500ms\"").ok(), Some(Some(500)));
         assert_eq!(

@@ -1,6 +1,6 @@
 //! The admin commands, as an operator scripts them (SPEC.md §10).
 
-use crate::support::{Sandbox, access_token, json};
+use crate::support::{Sandbox, access_token, configuration_is_refused_within_five_seconds, json};
 
 #[tokio::test]
 async fn app_create_prints_a_statement_that_registers_and_revoke_stops_its_tokens() {
@@ -19,17 +19,7 @@ async fn app_create_prints_a_statement_that_registers_and_revoke_stops_its_token
 
     let revoked = sandbox.run(&["app", "revoke", "partner"]);
     assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
-    let (status, body) = json(
-        reqwest::Client::new()
-            .get(format!("{}/api/v2/REF30/configuration", server.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("configuration: {e}")),
-    )
-    .await;
-    assert_eq!(status, 401);
-    assert_eq!(body["code"], "invalid_access_token_client_application");
+    configuration_is_refused_within_five_seconds(&server.base, &token).await;
     let (status, body) = json(
         reqwest::Client::new()
             .post(format!("{}/o/client/register", server.base))

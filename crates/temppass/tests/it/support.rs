@@ -220,3 +220,27 @@ pub async fn authorize(base: &str, token: &str, sp: &str, device_id: &str, resou
     )
     .await
 }
+
+/// SPEC.md §6: a revoked application's token is refused within 5 s (a server may
+/// reuse a looked-up grant for `tokens.access_token_cache`, 2 s by default).
+pub async fn configuration_is_refused_within_five_seconds(base: &str, token: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let url = format!("{base}/api/v2/REF30/configuration");
+        let (status, body) = json(
+            reqwest::Client::new()
+                .get(&url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("GET {url}: {e}")),
+        )
+        .await;
+        if status == 401 {
+            assert_eq!(body["code"], "invalid_access_token_client_application", "{body}");
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "a revoked application's token still works on {base}: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
