@@ -406,6 +406,8 @@ fn missing_parameters(session: &Session) -> Vec<&'static str> {
     missing
 }
 
+/// `sessionId` is the code, as in the `authorize` answer that completes the
+/// session; Adobe's `SessionResponse` requires it in every answer.
 fn resume_response(sp: &ServiceProvider, session: &Session) -> Response {
     json_response(
         StatusCode::OK,
@@ -414,6 +416,7 @@ fn resume_response(sp: &ServiceProvider, session: &Session) -> Response {
             "actionType": "direct",
             "reasonType": "none",
             "code": session.code,
+            "sessionId": session.code,
             "url": format!("/api/v2/{}/sessions/{}", sp.id, session.code),
             "missingParameters": missing_parameters(session),
             "notBefore": session.created_at.as_millis(),

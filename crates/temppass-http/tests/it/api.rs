@@ -55,6 +55,36 @@ async fn a_session_for_a_temppass_mvpd_goes_straight_to_authorize() {
     assert!(session["sessionId"].as_str().is_some_and(|id| !id.is_empty()), "{session}");
 }
 
+/// Adobe's `SessionResponse` requires `sessionId` and `serviceProvider` in every
+/// answer, a `resume` too; the id stays the same until the session completes.
+#[tokio::test]
+async fn every_session_answer_names_its_session_and_service_provider() {
+    let app = TestApp::new().await;
+
+    let created = app.post_form(&format!("/api/v2/{SP}/sessions"), &[]).device("tv-1").send().await;
+    let created = created.assert_ok_json();
+    assert_eq!(created["actionName"], "resume");
+    let session_id = some(created["sessionId"].as_str(), "sessionId of a new second-screen session").to_owned();
+    assert!(!session_id.is_empty());
+    assert_eq!(created["serviceProvider"], SP);
+    let code = some(created["code"].as_str(), "code").to_owned();
+
+    let partial = app
+        .post_form(&format!("/api/v2/{SP}/sessions/{code}"), &[("domainName", "example.com")])
+        .send()
+        .await;
+    let partial = partial.assert_ok_json();
+    assert_eq!(partial["actionName"], "resume", "the MVPD is still missing");
+    assert_eq!(partial["sessionId"], session_id.as_str());
+    assert_eq!(partial["serviceProvider"], SP);
+
+    let completed = app.post_form(&format!("/api/v2/{SP}/sessions/{code}"), &[("mvpd", BASIC)]).send().await;
+    let completed = completed.assert_ok_json();
+    assert_eq!(completed["actionName"], "authorize");
+    assert_eq!(completed["sessionId"], session_id.as_str());
+    assert_eq!(completed["serviceProvider"], SP);
+}
+
 #[tokio::test]
 async fn a_second_screen_session_gives_a_short_code_that_completes_with_a_temppass_mvpd() {
     let app = TestApp::new().await;
