@@ -193,7 +193,6 @@ struct DecisionRequest {
     resources: Vec<String>,
 }
 
-/// The body of a decision request: `{"resources":["…"]}`, at least one, each a valid resource id.
 fn parse_resources(body: Result<Bytes, BytesRejection>) -> Result<Vec<ResourceId>, ApiError> {
     let body = body.map_err(|rejection| {
         unread_body(
@@ -201,9 +200,15 @@ fn parse_resources(body: Result<Bytes, BytesRejection>) -> Result<Vec<ResourceId
             ApiError::with_details(ErrorCode::InvalidParameterResources, "the body could not be read"),
         )
     })?;
+    decision_resources(&body)
+}
+
+/// The body of a decision request (authorize and preauthorize): `{"resources":["…"]}`, at least one, each a
+/// valid resource id; anything else is `invalid_parameter_resources`. The body size limit is applied before.
+pub fn decision_resources(body: &[u8]) -> Result<Vec<ResourceId>, ApiError> {
     let invalid = |details: &str| ApiError::with_details(ErrorCode::InvalidParameterResources, details);
     let request: DecisionRequest =
-        serde_json::from_slice(&body).map_err(|_| invalid("expected a JSON body {\"resources\":[\"…\"]}"))?;
+        serde_json::from_slice(body).map_err(|_| invalid("expected a JSON body {\"resources\":[\"…\"]}"))?;
     if request.resources.is_empty() {
         return Err(invalid("resources is empty"));
     }

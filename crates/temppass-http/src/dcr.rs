@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use temppass_core::Timestamp;
 use temppass_store::{AccessToken, Application, Client};
-use temppass_token::{SigningKey, verify_jws};
+use temppass_token::{Jwks, SigningKey, verify_jws};
 
 use crate::auth::secret_hash;
 use crate::error::{ApiError, DcrError, ErrorCode, OAuthError, json_response};
@@ -38,6 +38,17 @@ pub fn issue_software_statement(key: &SigningKey, issuer: &str, application: &Ap
         iat: now.as_secs_floor(),
         jti: uuid::Uuid::new_v4().to_string(),
     })
+}
+
+/// Checks a software statement against the server's statement keys and returns the id of the registered
+/// application it stands for; whether that application exists and is not revoked is the caller's question.
+pub fn verify_software_statement(statement: &str, statement_keys: &Jwks) -> Result<String, DcrError> {
+    let payload = verify_jws(statement, statement_keys).map_err(|_| {
+        oauth(OAuthError::InvalidSoftwareStatement, "the software statement is not signed by this server")
+    })?;
+    let claims: SoftwareStatementClaims = serde_json::from_slice(&payload)
+        .map_err(|_| oauth(OAuthError::InvalidSoftwareStatement, "the software statement lacks its claims"))?;
+    Ok(claims.software_id)
 }
 
 /// A random 256-bit secret, URL-safe.
@@ -94,14 +105,9 @@ pub(crate) async fn register(
         Some(uri) if is_absolute_uri(&uri) => vec![uri],
         Some(_) => return Err(oauth(OAuthError::InvalidRedirectUri, "redirect_uri must be an absolute URI")),
     };
-    let keys = state.keys();
-    let payload = verify_jws(&statement, &keys.statement_keys).map_err(|_| {
-        oauth(OAuthError::InvalidSoftwareStatement, "the software statement is not signed by this server")
-    })?;
-    let claims: SoftwareStatementClaims = serde_json::from_slice(&payload)
-        .map_err(|_| oauth(OAuthError::InvalidSoftwareStatement, "the software statement lacks its claims"))?;
+    let application_id = verify_software_statement(&statement, &state.keys().statement_keys)?;
     let application = state
-        .store_call(state.store().find_application(&claims.software_id))
+        .store_call(state.store().find_application(&application_id))
         .await
         .map_err(DcrError::Api)?
         .filter(|a| a.revoked_at.is_none())

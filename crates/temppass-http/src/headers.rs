@@ -1,6 +1,8 @@
 //! The request headers of SPEC.md §4, parsed into domain values.
 //!
 //! Raw header values are `unverified` until these functions accept them.
+//! They are public so that the fuzz targets (`fuzz/`) drive the very code the
+//! handlers run.
 
 use axum::http::HeaderMap;
 use base64::Engine;
@@ -9,8 +11,10 @@ use temppass_core::{DeviceId, IdentityHash};
 
 use crate::error::{ApiError, ErrorCode};
 
-pub(crate) const DEVICE_IDENTIFIER: &str = "ap-device-identifier";
-pub(crate) const TEMPPASS_IDENTITY: &str = "ap-temppass-identity";
+/// The device identifier header (SPEC.md §4), lower-case as `HeaderMap` keys are.
+pub const DEVICE_IDENTIFIER: &str = "ap-device-identifier";
+/// The promotional identity header (SPEC.md §4), lower-case as `HeaderMap` keys are.
+pub const TEMPPASS_IDENTITY: &str = "ap-temppass-identity";
 
 /// Header values longer than this are refused before decoding.
 const MAX_HEADER_BYTES: usize = 4096;
@@ -21,7 +25,7 @@ pub(crate) fn decode_base64(text: &str) -> Option<Vec<u8>> {
 }
 
 /// `AP-Device-Identifier: fingerprint <base64 of the device id>`.
-pub(crate) fn device_id(headers: &HeaderMap) -> Result<DeviceId, ApiError> {
+pub fn device_id(headers: &HeaderMap) -> Result<DeviceId, ApiError> {
     let invalid = |details: &str| ApiError::with_details(ErrorCode::InvalidHeaderDeviceIdentifier, details);
     let unverified =
         headers.get(DEVICE_IDENTIFIER).ok_or_else(|| invalid("the AP-Device-Identifier header is missing"))?;
@@ -40,10 +44,10 @@ pub(crate) fn device_id(headers: &HeaderMap) -> Result<DeviceId, ApiError> {
     DeviceId::parse(&text).map_err(|e| invalid(&format!("the decoded device identifier {e}")))
 }
 
-/// `X-Device-Info` is informational (SPEC.md §4): `Some(false)` when present
-/// but not base64 of a JSON object — counted, never refused, because real
+/// `X-Device-Info` is informational (SPEC.md §4): `true` when present but not
+/// base64 of a JSON object — counted, never refused, because real
 /// apps (and Adobe's own sample) send such values.
-pub(crate) fn device_info_is_malformed(headers: &HeaderMap) -> bool {
+pub fn device_info_is_malformed(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get("x-device-info") else {
         return false;
     };
@@ -53,10 +57,10 @@ pub(crate) fn device_info_is_malformed(headers: &HeaderMap) -> bool {
 
 /// Why `AP-TempPass-Identity` was refused: always `invalid_header_identity_for_temporary_access`.
 #[derive(Debug)]
-pub(crate) struct InvalidIdentity(pub &'static str);
+pub struct InvalidIdentity(pub &'static str);
 
 /// `AP-TempPass-Identity: <base64 of a JSON object>`; `Ok(None)` when absent.
-pub(crate) fn identity(headers: &HeaderMap, identity_key: &str) -> Result<Option<IdentityHash>, InvalidIdentity> {
+pub fn identity(headers: &HeaderMap, identity_key: &str) -> Result<Option<IdentityHash>, InvalidIdentity> {
     let Some(unverified) = headers.get(TEMPPASS_IDENTITY) else {
         return Ok(None);
     };

@@ -12,7 +12,7 @@ mod dcr;
 mod demo;
 pub mod error;
 mod grant_cache;
-mod headers;
+pub mod headers;
 mod reset;
 pub mod settings;
 mod state;
@@ -27,7 +27,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 
-pub use dcr::{issue_software_statement, random_secret};
+pub use api::decision_resources;
+pub use dcr::{issue_software_statement, random_secret, verify_software_statement};
 pub use demo::DemoSettings;
 pub use state::{AppState, KEY_ADOPTION_MS, KEY_SIGNING_DELAY_MS, KeySet, load_or_create_keys};
 

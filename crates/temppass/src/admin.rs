@@ -9,8 +9,8 @@ use temppass_http::clock::{Clock, SystemClock};
 use temppass_store::{ApiKey, Application, StoredSigningKey};
 use temppass_token::SigningKey;
 
-use crate::config;
 use crate::serve::open_store;
+use temppass::config;
 
 /// Splits values given as `--scope a b` or `--scope "a b"` or `--scope a,b`.
 fn values(raw: &[String]) -> Vec<String> {

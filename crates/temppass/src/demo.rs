@@ -6,7 +6,7 @@ use temppass_http::auth::SCOPE_API;
 use temppass_http::clock::{Clock, SystemClock};
 use temppass_store::{Application, Store};
 
-use crate::config::Config;
+use temppass::config::Config;
 
 /// Finds or creates the demo application of the first service provider and signs its software statement.
 pub async fn register(config: &Config, store: &dyn Store) -> anyhow::Result<DemoSettings> {

@@ -2,7 +2,6 @@
 //! the work happens in `serve` and `admin`.
 
 mod admin;
-mod config;
 mod demo;
 mod serve;
 mod verify;

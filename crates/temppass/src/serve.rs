@@ -12,7 +12,7 @@ use temppass_store_postgres::{PostgresOptions, PostgresStore};
 use temppass_store_sqlite::{SqliteOptions, SqliteStore};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{self, Config, StorageUrl};
+use temppass::config::{self, Config, StorageUrl};
 
 /// How often a server re-reads signing keys, so `temppass key rotate` reaches it.
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(15);
