@@ -1,16 +1,19 @@
 //! The embedded SQLite backend of temppass (the default store).
 //!
-//! One writer connection behind a mutex, used from `spawn_blocking` because a
-//! write can wait on the disk; a small pool of reader connections used inline
-//! on the async workers because a WAL point read costs microseconds and a
-//! thread hop would cost more than the read. WAL mode lets readers run while
-//! the writer commits. Every write is one `BEGIN IMMEDIATE` transaction, so
-//! writes are serialised by SQLite itself: that is what makes the first
+//! One writer connection owned by a thread of its own (`writer.rs`), because
+//! a write can wait on the disk: writes queue to it and are committed in
+//! batches, each write in a savepoint of its own, nobody answered before the
+//! commit. A small pool of reader connections is used inline on the async
+//! workers because a WAL point read costs microseconds and a thread hop would
+//! cost more than the read. WAL mode lets readers run while the writer
+//! commits. Writes run one after the other inside `BEGIN IMMEDIATE`, so they
+//! are serialised by SQLite itself: that is what makes the first
 //! authorization, the resource cap and the merge atomic.
 
 mod migrate;
 mod records;
 mod trials;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags};
 use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
 use temppass_store::{
     AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, Client, ReclaimReport, Session, Store, StoreError,
@@ -42,7 +45,7 @@ impl Default for SqliteOptions {
 
 /// The embedded store: one SQLite file in WAL mode.
 pub struct SqliteStore {
-    writer: Arc<Mutex<Connection>>,
+    writer: writer::Writer,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     reclaim_cursor: Arc<Mutex<trials::ReclaimCursor>>,
@@ -93,7 +96,7 @@ impl SqliteStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(Self {
-            writer: Arc::new(Mutex::new(writer)),
+            writer: writer::Writer::start(writer)?,
             readers,
             next_reader: AtomicUsize::new(0),
             reclaim_cursor: Arc::default(),
@@ -115,28 +118,14 @@ impl SqliteStore {
         f(&conn).map_err(to_store_error)
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer, off the async workers.
+    /// Runs `f` on the writer thread inside a `BEGIN IMMEDIATE` transaction
+    /// (shared with the writes queued beside it) and answers once it is committed.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let writer = Arc::clone(&self.writer);
-        let give_up_at = std::time::Instant::now() + self.write_deadline;
-        tokio::task::spawn_blocking(move || {
-            let mut conn = lock(&writer);
-            // The caller stops waiting after the store timeout; a write still
-            // queued by then must not run late (and pile up under overload).
-            if std::time::Instant::now() >= give_up_at {
-                return Err(StoreError::Unavailable("gave up waiting for the SQLite writer".into()));
-            }
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(to_store_error)?;
-            let value = f(&tx)?;
-            tx.commit().map_err(to_store_error)?;
-            Ok(value)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+        self.writer.write(std::time::Instant::now() + self.write_deadline, f).await
     }
 }
 

@@ -57,6 +57,7 @@ macro_rules! conformance_tests {
             a_trial_is_denied_from_its_expiry_on_for_ever,
             trials_are_isolated_by_device_mvpd_and_service_provider,
             concurrent_first_authorizations_create_one_trial,
+            concurrent_writes_of_which_some_conflict_keep_every_other_write,
             a_promotional_trial_permits_used_resources_and_new_ones_only_while_a_slot_is_free,
             concurrent_authorizations_never_use_more_than_max_resources,
             a_new_identity_on_a_new_device_starts_a_trial_bound_to_both,
@@ -1032,6 +1033,38 @@ pub async fn applications_are_created_found_and_revoked_by_name(store: Arc<dyn S
     assert!(!revoke_application(store, "unknown", T0_MS).await, "revoking an unknown application answered true");
     let revoked = Application { revoked_at: Some(at(T0_MS + DAY_MS)), ..demo };
     assert_eq!(find_application(store, "app-1").await, Some(revoked), "revoked_at is not the first revocation's now");
+}
+
+/// Writes that run at the same moment may share a transaction (SQLite commits
+/// them in batches): one that fails must undo only itself.
+pub async fn concurrent_writes_of_which_some_conflict_keep_every_other_write(store: Arc<dyn Store>) {
+    const NAMES: usize = 32;
+    // Every name twice: exactly one of each pair is created, the other conflicts.
+    let outcomes = concurrently(2 * NAMES, |k| {
+        let store = Arc::clone(&store);
+        let app = application(&format!("app-{k}"), &format!("name-{}", k % NAMES), T0_MS);
+        async move { (k, store.create_application(&app).await) }
+    })
+    .await;
+    let mut created = BTreeSet::new();
+    for (k, outcome) in outcomes {
+        match outcome {
+            Ok(()) => {
+                created.insert(k);
+            }
+            Err(StoreError::Conflict(_)) => {}
+            Err(other) => panic!("app-{k}: expected success or a conflict, got {other:?}"),
+        }
+    }
+    for name in 0..NAMES {
+        let pair = [name, name + NAMES];
+        let reported: Vec<_> = pair.iter().filter(|k| created.contains(k)).collect();
+        assert_eq!(reported.len(), 1, "name-{name}: {} of its two writes reported success", reported.len());
+        for k in pair {
+            let kept = find_application(&*store, &format!("app-{k}")).await.is_some();
+            assert_eq!(kept, created.contains(&k), "app-{k}: kept {kept}, but its write said otherwise");
+        }
+    }
 }
 
 pub async fn a_revoked_application_name_may_be_reused(store: Arc<dyn Store>) {
