@@ -63,7 +63,10 @@ impl std::fmt::Debug for SqliteStore {
 fn to_store_error(error: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;
     match error.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Unavailable(error.to_string()),
+        // A full disk or a failing device may well be over by the next try: the client should retry.
+        Some(
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull | ErrorCode::SystemIoFailure,
+        ) => StoreError::Unavailable(error.to_string()),
         Some(ErrorCode::ConstraintViolation) => StoreError::Conflict(error.to_string()),
         _ => StoreError::Internal(error.to_string()),
     }
