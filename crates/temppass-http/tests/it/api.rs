@@ -69,10 +69,8 @@ async fn every_session_answer_names_its_session_and_service_provider() {
     assert_eq!(created["serviceProvider"], SP);
     let code = some(created["code"].as_str(), "code").to_owned();
 
-    let partial = app
-        .post_form(&format!("/api/v2/{SP}/sessions/{code}"), &[("domainName", "example.com")])
-        .send()
-        .await;
+    let partial =
+        app.post_form(&format!("/api/v2/{SP}/sessions/{code}"), &[("domainName", "example.com")]).send().await;
     let partial = partial.assert_ok_json();
     assert_eq!(partial["actionName"], "resume", "the MVPD is still missing");
     assert_eq!(partial["sessionId"], session_id.as_str());
