@@ -64,25 +64,39 @@ const LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bi
 /// generation, with their trials: $1 service provider, $2 mvpd, $3 device id,
 /// $4 identity hash or NULL, $5 valid since (ms). One statement: two primary-key
 /// probes into `bindings`, one into `generations` and `trials` each.
+///
+/// Each key is its own branch with the whole primary key bound, so every plan
+/// PostgreSQL may cache for it — including a generic plan made while the
+/// tables were nearly empty and never analyzed since — is a point probe. (A
+/// join against a `VALUES` list of both keys was planned as a scan of every
+/// binding of the service provider and MVPD, filtered by key: O(trials) per
+/// request until an ANALYZE, found by `bench/load` on a database without autovacuum.)
 const FIND: &str = "
-    SELECT k.kind, b.trial_id,
+    SELECT 0::smallint AS kind, b.trial_id,
            COALESCE(b.generation = COALESCE(g.generation, 0) AND t.started_at_ms >= $5, false) AS valid,
            t.started_at_ms, t.expires_at_ms, t.used_resources
-    FROM (VALUES (0::smallint, $3::text), (1::smallint, $4::text)) AS k (kind, key)
-    JOIN bindings b
-      ON b.service_provider = $1 AND b.mvpd = $2 AND b.key_kind = k.kind AND b.key = k.key
-    LEFT JOIN generations g
-      ON g.service_provider = $1 AND g.mvpd = $2 AND g.key_kind = k.kind
-    LEFT JOIN trials t ON t.id = b.trial_id";
+    FROM bindings b
+    LEFT JOIN generations g ON g.service_provider = $1 AND g.mvpd = $2 AND g.key_kind = 0
+    LEFT JOIN trials t ON t.id = b.trial_id
+    WHERE b.service_provider = $1 AND b.mvpd = $2 AND b.key_kind = 0 AND b.key = $3::text
+    UNION ALL
+    SELECT 1::smallint AS kind, b.trial_id,
+           COALESCE(b.generation = COALESCE(g.generation, 0) AND t.started_at_ms >= $5, false) AS valid,
+           t.started_at_ms, t.expires_at_ms, t.used_resources
+    FROM bindings b
+    LEFT JOIN generations g ON g.service_provider = $1 AND g.mvpd = $2 AND g.key_kind = 1
+    LEFT JOIN trials t ON t.id = b.trial_id
+    WHERE b.service_provider = $1 AND b.mvpd = $2 AND b.key_kind = 1 AND b.key = $4::text";
 
 /// Locks, in id order, the trials the keys of [`FIND`] point to ($1–$4 as there).
 const LOCK_TRIALS: &str = "
     SELECT t.id FROM trials t
-    WHERE t.id IN (
-        SELECT b.trial_id
-        FROM (VALUES (0::smallint, $3::text), (1::smallint, $4::text)) AS k (kind, key)
-        JOIN bindings b
-          ON b.service_provider = $1 AND b.mvpd = $2 AND b.key_kind = k.kind AND b.key = k.key)
+    WHERE t.id = ANY(ARRAY(
+        SELECT trial_id FROM bindings
+        WHERE service_provider = $1 AND mvpd = $2 AND key_kind = 0 AND key = $3::text
+        UNION ALL
+        SELECT trial_id FROM bindings
+        WHERE service_provider = $1 AND mvpd = $2 AND key_kind = 1 AND key = $4::text))
     ORDER BY t.id
     FOR UPDATE OF t";
 
@@ -750,4 +764,50 @@ pub(crate) async fn reclaim(
     };
     let cursor = if pass_complete { ReclaimCursor(None) } else { ReclaimCursor(last) };
     Ok((report, cursor))
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod plans {
+    use tokio_postgres::NoTls;
+
+    use super::{FIND, LOCK_TRIALS};
+    use crate::testing::TestDatabase;
+    use crate::{PostgresOptions, PostgresStore};
+
+    /// The plan PostgreSQL caches for a prepared statement on a freshly migrated,
+    /// never analyzed database: what a pooled connection keeps using while the tables grow.
+    async fn generic_plan(client: &tokio_postgres::Client, types: &str, sql: &str, args: &str) -> String {
+        client.batch_execute("DEALLOCATE ALL").await.unwrap_or_else(|e| panic!("deallocate: {e}"));
+        client.batch_execute(&format!("PREPARE lookup({types}) AS {sql}")).await.unwrap_or_else(|e| panic!("{e}"));
+        let rows = client
+            .query(&format!("EXPLAIN EXECUTE lookup({args})"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("explain: {e}"));
+        rows.iter().map(|row| row.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
+    }
+
+    #[tokio::test]
+    async fn every_cached_plan_of_a_lookup_probes_bindings_by_their_whole_key() {
+        let Some(database) = TestDatabase::create().await else { return };
+        let store = PostgresStore::connect(database.url(), PostgresOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("migrate: {e}"));
+        let (client, connection) =
+            tokio_postgres::connect(database.url(), NoTls).await.unwrap_or_else(|e| panic!("connect: {e}"));
+        tokio::spawn(connection);
+        client.batch_execute("SET plan_cache_mode = force_generic_plan").await.unwrap_or_else(|e| panic!("{e}"));
+        let keys = "'REF30', 'TempPass', 'device-1', 'identity-1'";
+        for plan in [
+            generic_plan(&client, "text, text, text, text, bigint", FIND, &format!("{keys}, 0")).await,
+            generic_plan(&client, "text, text, text, text", LOCK_TRIALS, keys).await,
+        ] {
+            assert!(!plan.contains("Seq Scan"), "a lookup scans a table:\n{plan}");
+            let lines: Vec<&str> = plan.lines().collect();
+            let probes: Vec<&str> =
+                lines.windows(2).filter(|pair| pair[0].contains("on bindings")).map(|pair| pair[1]).collect();
+            let whole_key = probes.iter().filter(|cond| cond.contains("Index Cond") && cond.contains("(key =")).count();
+            assert!(probes.len() == 2 && whole_key == 2, "bindings are not probed by their whole key:\n{plan}");
+        }
+        drop(store);
+    }
 }
