@@ -28,6 +28,33 @@ const FIND_BY_KEY: &str = "
             (SELECT generation FROM generations WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = ?3), 0)
       AND t.started_at_ms >= ?5";
 
+/// Both keys of a lookup in one statement, so one snapshot (and one read
+/// lock) answers for both: ?1 service provider, ?2 mvpd, ?3 device, ?4 identity, ?5 valid since.
+const FIND_BY_BOTH_KEYS: &str = "
+    SELECT 0, t.id, t.started_at_ms, t.expires_at_ms, t.used_resources
+    FROM bindings b JOIN trials t ON t.id = b.trial_id
+    WHERE b.service_provider = ?1 AND b.mvpd = ?2 AND b.key_kind = 0 AND b.key = ?3
+      AND b.generation = COALESCE(
+            (SELECT generation FROM generations WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = 0), 0)
+      AND t.started_at_ms >= ?5
+    UNION ALL
+    SELECT 1, t.id, t.started_at_ms, t.expires_at_ms, t.used_resources
+    FROM bindings b JOIN trials t ON t.id = b.trial_id
+    WHERE b.service_provider = ?1 AND b.mvpd = ?2 AND b.key_kind = 1 AND b.key = ?4
+      AND b.generation = COALESCE(
+            (SELECT generation FROM generations WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = 1), 0)
+      AND t.started_at_ms >= ?5";
+
+fn trial_from(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Trial> {
+    let used: String = row.get(first + 3)?;
+    Ok(Trial {
+        id: TrialId(row.get(first)?),
+        started_at: Timestamp::from_millis(row.get(first + 1)?),
+        expires_at: Timestamp::from_millis(row.get(first + 2)?),
+        used_resources: decode_resources(&used)?,
+    })
+}
+
 fn find_by_key(
     conn: &Connection,
     scope: &RuleScope,
@@ -39,15 +66,7 @@ fn find_by_key(
     statement
         .query_row(
             params![scope.service_provider.as_str(), scope.mvpd.as_str(), kind as i64, key, valid_since.as_millis()],
-            |row| {
-                let used: String = row.get(3)?;
-                Ok(Trial {
-                    id: TrialId(row.get(0)?),
-                    started_at: Timestamp::from_millis(row.get(1)?),
-                    expires_at: Timestamp::from_millis(row.get(2)?),
-                    used_resources: decode_resources(&used)?,
-                })
-            },
+            |row| trial_from(row, 0),
         )
         .optional()
 }
@@ -69,12 +88,28 @@ fn encode_resources(resources: &[ResourceId]) -> String {
 }
 
 pub(crate) fn find(conn: &Connection, lookup: TrialLookup<'_>) -> rusqlite::Result<FoundTrials> {
-    let by_device = find_by_key(conn, lookup.scope, KeyKind::Device, lookup.device.as_str(), lookup.valid_since)?;
-    let by_identity = match lookup.identity {
-        Some(identity) => find_by_key(conn, lookup.scope, KeyKind::Identity, identity.as_str(), lookup.valid_since)?,
-        None => None,
+    let Some(identity) = lookup.identity else {
+        let by_device = find_by_key(conn, lookup.scope, KeyKind::Device, lookup.device.as_str(), lookup.valid_since)?;
+        return Ok(FoundTrials { by_device, by_identity: None });
     };
-    Ok(FoundTrials { by_device, by_identity })
+    let mut statement = conn.prepare_cached(FIND_BY_BOTH_KEYS)?;
+    let mut rows = statement.query(params![
+        lookup.scope.service_provider.as_str(),
+        lookup.scope.mvpd.as_str(),
+        lookup.device.as_str(),
+        identity.as_str(),
+        lookup.valid_since.as_millis()
+    ])?;
+    let mut found = FoundTrials { by_device: None, by_identity: None };
+    while let Some(row) = rows.next()? {
+        let trial = trial_from(row, 1)?;
+        if row.get::<_, i64>(0)? == KeyKind::Device as i64 {
+            found.by_device = Some(trial);
+        } else {
+            found.by_identity = Some(trial);
+        }
+    }
+    Ok(found)
 }
 
 /// Answers an authorization that changes nothing (every key bound to one
