@@ -13,6 +13,7 @@
 //! ones before it, exactly as if each had been a transaction of its own; only
 //! the pages touched and the wake-ups are shared.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -31,8 +32,10 @@ type Answer = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
 /// One write waiting for the writer thread.
 trait Job: Send {
-    /// Runs inside the batch's transaction; returns how to answer once the batch is over.
-    fn run(self: Box<Self>, conn: &Connection) -> Answer;
+    /// Runs inside the batch's transaction; returns how to answer once the
+    /// batch is over, and `false` when the batch must be abandoned (a
+    /// savepoint could not be ended, so what is in the transaction is unknown).
+    fn run(self: Box<Self>, conn: &Connection) -> (Answer, bool);
     /// Answers without running: the batch could not start or was lost.
     fn fail(self: Box<Self>, error: StoreError);
 }
@@ -48,24 +51,24 @@ where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> Answer {
+    fn run(self: Box<Self>, conn: &Connection) -> (Answer, bool) {
         let Pending { work, reply, give_up_at } = *self;
         // The caller stops waiting after the store timeout; a write still
         // queued by then must not run late (and pile up under overload).
         if Instant::now() >= give_up_at {
             let _ = reply.send(Err(StoreError::Unavailable("gave up waiting for the SQLite writer".into())));
-            return Box::new(|_| {});
+            return (Box::new(|_| {}), true);
         }
-        match in_savepoint(conn, work) {
-            Ok(value) => Box::new(move |batch: Result<(), &StoreError>| {
-                let _ = reply.send(batch.map(|()| value).map_err(copy));
-            }),
-            // Undone already: nothing of it can be committed, so it may be answered now.
-            Err(error) => {
-                let _ = reply.send(Err(error));
-                Box::new(|_| {})
-            }
-        }
+        let (outcome, intact) = in_savepoint(conn, work);
+        // Even a failure waits for the batch: it may have been decided by an
+        // earlier write of the batch (a name taken), which a failed commit undoes.
+        let answer: Answer = Box::new(move |batch: Result<(), &StoreError>| {
+            let _ = reply.send(match batch {
+                Ok(()) => outcome,
+                Err(error) => Err(copy(error)),
+            });
+        });
+        (answer, intact)
     }
 
     fn fail(self: Box<Self>, error: StoreError) {
@@ -73,24 +76,24 @@ where
     }
 }
 
+/// Runs `work` in a savepoint of its own, undone alone when it fails; `false`
+/// when the savepoint itself could not be released or rolled back.
 fn in_savepoint<T>(
     conn: &Connection,
     work: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT write").map_err(to_store_error)?;
+) -> (Result<T, StoreError>, bool) {
+    if let Err(error) = conn.execute_batch("SAVEPOINT write") {
+        return (Err(to_store_error(error)), false);
+    }
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(conn)))
         .unwrap_or_else(|_| Err(StoreError::Internal("a write panicked; it was undone".into())));
-    match outcome {
-        Ok(value) => {
-            conn.execute_batch("RELEASE write").map_err(to_store_error)?;
-            Ok(value)
-        }
-        Err(error) => {
-            // Fails only when SQLite already rolled the whole transaction back
-            // (e.g. on a full disk); the batch notices that and fails as a whole.
-            let _ = conn.execute_batch("ROLLBACK TO write; RELEASE write");
-            Err(error)
-        }
+    let ended = match &outcome {
+        Ok(_) => conn.execute_batch("RELEASE write"),
+        Err(_) => conn.execute_batch("ROLLBACK TO write; RELEASE write"),
+    };
+    match ended {
+        Ok(()) => (outcome, true),
+        Err(error) => (outcome.and(Err(to_store_error(error))), false),
     }
 }
 
@@ -118,17 +121,27 @@ impl Writer {
         Ok(Self { jobs: Some(jobs), thread: Some(thread) })
     }
 
-    /// Queues `work` and waits for its batch to be committed.
-    pub(crate) async fn write<T, F>(&self, give_up_at: Instant, work: F) -> Result<T, StoreError>
+    /// Queues `work` at once (calls are queued in the order they are made)
+    /// and returns the wait for its batch to be committed.
+    pub(crate) fn write<T, F>(
+        &self,
+        give_up_at: Instant,
+        work: F,
+    ) -> impl Future<Output = Result<T, StoreError>> + use<T, F>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let stopped = || StoreError::Internal("the SQLite writer thread has stopped".into());
-        let queue = self.jobs.as_ref().ok_or_else(stopped)?;
-        queue.send(Box::new(Pending { work, reply, give_up_at })).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let queued = match &self.jobs {
+            Some(queue) => queue.send(Box::new(Pending { work, reply, give_up_at })).map_err(|_| stopped()),
+            None => Err(stopped()),
+        };
+        async move {
+            queued?;
+            answer.await.map_err(|_| stopped())?
+        }
     }
 }
 
@@ -145,6 +158,10 @@ fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         batch.extend(queue.try_iter().take(MAX_BATCH - 1));
+        // A rollback that failed earlier may have left a transaction open.
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
         if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
             let error = to_store_error(error);
             batch.into_iter().for_each(|job| job.fail(copy(&error)));
@@ -154,11 +171,13 @@ fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>) {
         let mut lost = None;
         let mut jobs = batch.into_iter();
         for job in jobs.by_ref() {
-            answers.push(job.run(conn));
-            if conn.is_autocommit() {
+            let (answer, intact) = job.run(conn);
+            answers.push(answer);
+            if !intact || conn.is_autocommit() {
                 // SQLite rolled the whole transaction back (a full disk, an I/O
-                // error): what the batch wrote before is gone too.
-                lost = Some(StoreError::Unavailable("SQLite rolled the write transaction back".into()));
+                // error) or a savepoint could not be ended: what the batch
+                // wrote before is gone or unknown, so none of it may be committed.
+                lost = Some(StoreError::Unavailable("the SQLite write transaction was abandoned".into()));
                 break;
             }
         }
@@ -173,5 +192,113 @@ fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>) {
             jobs.for_each(|job| job.fail(copy(error)));
         }
         answers.into_iter().for_each(|answer| answer(outcome.as_ref().map(|_| ())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    type TestWrite = Box<dyn FnOnce(&Connection) -> Result<(), StoreError> + Send>;
+
+    fn writer() -> (Writer, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let conn = Connection::open(dir.path().join("w.db")).unwrap_or_else(|e| panic!("{e}"));
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (name TEXT PRIMARY KEY)")
+            .unwrap_or_else(|e| panic!("{e}"));
+        (Writer::start(conn).unwrap_or_else(|e| panic!("{e}")), dir)
+    }
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(10)
+    }
+
+    fn insert(name: &'static str) -> impl FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static {
+        move |conn: &Connection| conn.execute("INSERT INTO t VALUES (?1)", [name]).map(drop).map_err(to_store_error)
+    }
+
+    fn names(dir: &tempfile::TempDir) -> Vec<String> {
+        let conn = Connection::open(dir.path().join("w.db")).unwrap_or_else(|e| panic!("{e}"));
+        let mut statement = conn.prepare("SELECT name FROM t ORDER BY name").unwrap_or_else(|e| panic!("{e}"));
+        let rows = statement.query_map([], |row| row.get(0)).unwrap_or_else(|e| panic!("{e}"));
+        rows.collect::<Result<_, _>>().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs `writes` as one batch: a first write holds the writer until all are queued.
+    async fn one_batch(writer: &Writer, writes: Vec<TestWrite>) -> Vec<Result<(), StoreError>> {
+        let hold = writer.write(later(), |_: &Connection| {
+            std::thread::sleep(Duration::from_millis(100));
+            Ok(())
+        });
+        let answers = futures_join(writer, writes);
+        let (held, answers) = tokio::join!(hold, answers);
+        assert!(held.is_ok(), "{held:?}");
+        answers
+    }
+
+    async fn futures_join(writer: &Writer, writes: Vec<TestWrite>) -> Vec<Result<(), StoreError>> {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let pending: Vec<_> = writes.into_iter().map(|work| writer.write(later(), work)).collect();
+        let mut answers = Vec::new();
+        for answer in pending {
+            answers.push(answer.await);
+        }
+        answers
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_or_panics_undoes_only_itself_in_its_batch() {
+        let (writer, dir) = writer();
+        let answers = one_batch(
+            &writer,
+            vec![
+                Box::new(insert("a")),
+                Box::new(|conn: &Connection| {
+                    insert("b")(conn)?;
+                    Err(StoreError::Conflict("b changed its mind".into()))
+                }),
+                Box::new(|conn: &Connection| {
+                    let _ = insert("c")(conn);
+                    panic!("a bug in a write");
+                }),
+                Box::new(insert("d")),
+            ],
+        )
+        .await;
+        assert!(answers[0].is_ok() && answers[3].is_ok(), "{answers:?}");
+        assert!(matches!(answers[1], Err(StoreError::Conflict(_))), "{answers:?}");
+        assert!(matches!(answers[2], Err(StoreError::Internal(_))), "{answers:?}");
+        drop(writer);
+        assert_eq!(names(&dir), ["a", "d"]);
+    }
+
+    #[tokio::test]
+    async fn when_sqlite_rolls_the_batch_back_every_write_of_it_fails_and_nothing_is_kept() {
+        let (writer, dir) = writer();
+        let answers = one_batch(
+            &writer,
+            vec![
+                Box::new(insert("a")),
+                // What SQLite does on a full disk: the whole transaction is rolled back.
+                Box::new(|conn: &Connection| conn.execute_batch("ROLLBACK").map_err(to_store_error)),
+                Box::new(insert("c")),
+            ],
+        )
+        .await;
+        assert!(answers.iter().all(|a| matches!(a, Err(StoreError::Unavailable(_)))), "{answers:?}");
+        assert!(writer.write(later(), insert("e")).await.is_ok(), "the writer did not recover");
+        drop(writer);
+        assert_eq!(names(&dir), ["e"]);
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_deadline_passed_in_the_queue_never_runs() {
+        let (writer, dir) = writer();
+        let answer = writer.write(Instant::now(), insert("late")).await;
+        assert!(matches!(answer, Err(StoreError::Unavailable(_))), "{answer:?}");
+        drop(writer);
+        assert!(names(&dir).is_empty());
     }
 }
