@@ -62,8 +62,8 @@ const LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bi
 
 /// The bindings of a device and (optionally) an identity, whatever their
 /// generation, with their trials: $1 service provider, $2 mvpd, $3 device id,
-/// $4 identity hash or NULL, $5 valid since (ms). One statement: two primary-key
-/// probes into `bindings`, one into `generations` and `trials` each.
+/// $4 identity hash or NULL, $5 valid since (ms). One statement: per key, one
+/// primary-key probe into `bindings`, `generations` and `trials` each.
 ///
 /// Each key is its own branch with the whole primary key bound, so every plan
 /// PostgreSQL may cache for it — including a generic plan made while the
