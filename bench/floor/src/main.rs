@@ -6,14 +6,15 @@
 //!   read of a trial row (WAL, a reader connection per worker thread, a cached
 //!   prepared statement), one Ed25519 signature of a media-token-sized claim
 //!   set, and a JSON answer of an authorize's size.
-//! - `POST /write`: the same with one upsert (one implicit transaction on the
-//!   single writer connection, `synchronous=NORMAL`, off the async workers)
-//!   instead of the read: the floor of a first-use authorize.
+//! - `POST /write`: the same with one upsert instead of the read: the floor of
+//!   a first-use authorize. Upserts queue to one writer thread that commits
+//!   every upsert waiting in one transaction (`synchronous=NORMAL`), the
+//!   cheapest way SQLite's single writer can take them.
 //!
 //! `bench/load` runs this beside `temppass serve` and prints each temppass
 //! figure as a ratio of its floor. The code is the cheapest honest version of
 //! each step, not a model of temppass: no pool lock, no trait objects, no
-//! bearer check, no rules.
+//! savepoints, no bearer check, no rules.
 //!
 //! Usage: `floor --listen 127.0.0.1:PORT --data DIR [--rows N]`
 
@@ -21,7 +22,8 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -42,10 +44,13 @@ thread_local! {
     static READER: RefCell<Option<Connection>> = const { RefCell::new(None) };
 }
 
+/// An upsert for the writer thread: the device, and where to send its trial's expiry.
+type Upsert = (String, tokio::sync::oneshot::Sender<rusqlite::Result<i64>>);
+
 #[derive(Clone)]
 struct Floor {
     key: Arc<SigningKey>,
-    writer: Arc<Mutex<Connection>>,
+    writes: mpsc::Sender<Upsert>,
 }
 
 #[derive(Deserialize)]
@@ -104,7 +109,9 @@ fn run() -> Result<(), String> {
     let writer = open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     seed(&writer, rows).map_err(|e| format!("cannot seed: {e}"))?;
     let _ = DATABASE.set(path);
-    let floor = Floor { key: Arc::new(SigningKey::from_bytes(&[7; 32])), writer: Arc::new(Mutex::new(writer)) };
+    let (writes, queue) = mpsc::channel();
+    std::thread::spawn(move || write_in_batches(&writer, &queue));
+    let floor = Floor { key: Arc::new(SigningKey::from_bytes(&[7; 32])), writes };
     let app = Router::new()
         .route("/health", get(health))
         .route("/read", post(read))
@@ -228,21 +235,41 @@ async fn write(axum::extract::State(floor): axum::extract::State<Floor>, headers
         Ok(parsed) => parsed,
         Err(failure) => return failure.into_response(),
     };
-    let writer = floor.writer.clone();
-    let written = tokio::task::spawn_blocking(move || -> rusqlite::Result<i64> {
-        let connection = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let expires_at_ms = now_ms() + 600_000;
-        connection
-            .prepare_cached(
-                "INSERT INTO trials (key, started_at_ms, expires_at_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (key) DO UPDATE SET expires_at_ms = expires_at_ms",
-            )?
-            .execute(params![device, now_ms(), expires_at_ms])?;
-        Ok(expires_at_ms)
-    })
-    .await;
-    match written {
+    let (reply, written) = tokio::sync::oneshot::channel();
+    if floor.writes.send((device, reply)).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    match written.await {
         Ok(Ok(expires_at_ms)) => answer(&floor.key, resource, expires_at_ms),
         _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Takes every upsert waiting (up to 64), commits them in one transaction, then answers them.
+fn write_in_batches(connection: &Connection, queue: &mpsc::Receiver<Upsert>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        batch.extend(queue.try_iter().take(63));
+        let expires_at_ms = now_ms() + 600_000;
+        let written = (|| -> rusqlite::Result<()> {
+            connection.execute_batch("BEGIN IMMEDIATE")?;
+            let mut upsert = connection.prepare_cached(
+                "INSERT INTO trials (key, started_at_ms, expires_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET expires_at_ms = expires_at_ms",
+            )?;
+            for (device, _) in &batch {
+                upsert.execute(params![device, now_ms(), expires_at_ms])?;
+            }
+            connection.execute_batch("COMMIT")
+        })();
+        if written.is_err() && !connection.is_autocommit() {
+            let _ = connection.execute_batch("ROLLBACK");
+        }
+        for (_, reply) in batch {
+            let _ = reply.send(match &written {
+                Ok(()) => Ok(expires_at_ms),
+                Err(_) => Err(rusqlite::Error::InvalidQuery),
+            });
+        }
     }
 }
