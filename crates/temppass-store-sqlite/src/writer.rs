@@ -82,19 +82,25 @@ fn in_savepoint<T>(
     conn: &Connection,
     work: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> (Result<T, StoreError>, bool) {
-    if let Err(error) = conn.execute_batch("SAVEPOINT write") {
+    let run = |sql: &str| execute_cached(conn, sql);
+    if let Err(error) = run("SAVEPOINT write") {
         return (Err(to_store_error(error)), false);
     }
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| work(conn)))
         .unwrap_or_else(|_| Err(StoreError::Internal("a write panicked; it was undone".into())));
     let ended = match &outcome {
-        Ok(_) => conn.execute_batch("RELEASE write"),
-        Err(_) => conn.execute_batch("ROLLBACK TO write; RELEASE write"),
+        Ok(_) => run("RELEASE write"),
+        Err(_) => run("ROLLBACK TO write").and_then(|()| run("RELEASE write")),
     };
     match ended {
         Ok(()) => (outcome, true),
         Err(error) => (outcome.and(Err(to_store_error(error))), false),
     }
+}
+
+/// Transaction control statements, prepared once: the writer runs them for every write.
+fn execute_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 fn copy(error: &StoreError) -> StoreError {
@@ -162,7 +168,7 @@ fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>) {
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(error) = execute_cached(conn, "BEGIN IMMEDIATE") {
             let error = to_store_error(error);
             batch.into_iter().for_each(|job| job.fail(copy(&error)));
             continue;
@@ -183,7 +189,7 @@ fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>) {
         }
         let outcome = match lost {
             Some(error) => Err(error),
-            None => conn.execute_batch("COMMIT").map_err(to_store_error),
+            None => execute_cached(conn, "COMMIT").map_err(to_store_error),
         };
         if let Err(error) = &outcome {
             if !conn.is_autocommit() {
