@@ -8,7 +8,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 use temppass_core::{
-    AuthorizeVerdict, ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId, TrialUpdate, authorize as decide, merge,
+    AuthorizeVerdict, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId, TrialUpdate,
+    authorize as decide, merge,
 };
 use temppass_store::{AuthorizeOutcome, FoundTrials, StoreError, TrialLookup};
 
@@ -20,17 +21,10 @@ pub(crate) enum KeyKind {
     Identity = 1,
 }
 
-const FIND_BY_KEY: &str = "
-    SELECT t.id, t.started_at_ms, t.expires_at_ms, t.used_resources
-    FROM bindings b JOIN trials t ON t.id = b.trial_id
-    WHERE b.service_provider = ?1 AND b.mvpd = ?2 AND b.key_kind = ?3 AND b.key = ?4
-      AND b.generation = COALESCE(
-            (SELECT generation FROM generations WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = ?3), 0)
-      AND t.started_at_ms >= ?5";
-
-/// Both keys of a lookup in one statement, so one snapshot (and one read
-/// lock) answers for both: ?1 service provider, ?2 mvpd, ?3 device, ?4 identity, ?5 valid since.
-const FIND_BY_BOTH_KEYS: &str = "
+/// The trials bound to a lookup's keys, in one statement so one snapshot (and
+/// one read lock) answers for both: ?1 service provider, ?2 mvpd, ?3 device,
+/// ?4 identity or NULL (its branch then finds nothing), ?5 valid since.
+const FIND: &str = "
     SELECT 0, t.id, t.started_at_ms, t.expires_at_ms, t.used_resources
     FROM bindings b JOIN trials t ON t.id = b.trial_id
     WHERE b.service_provider = ?1 AND b.mvpd = ?2 AND b.key_kind = 0 AND b.key = ?3
@@ -45,39 +39,24 @@ const FIND_BY_BOTH_KEYS: &str = "
             (SELECT generation FROM generations WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = 1), 0)
       AND t.started_at_ms >= ?5";
 
-fn trial_from(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Trial> {
-    let used: String = row.get(first + 3)?;
+/// A trial from a row of [`FIND`]: its columns 1 to 4.
+fn trial_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<Trial> {
+    let used: String = row.get(4)?;
     Ok(Trial {
-        id: TrialId(row.get(first)?),
-        started_at: Timestamp::from_millis(row.get(first + 1)?),
-        expires_at: Timestamp::from_millis(row.get(first + 2)?),
+        id: TrialId(row.get(1)?),
+        started_at: Timestamp::from_millis(row.get(2)?),
+        expires_at: Timestamp::from_millis(row.get(3)?),
         used_resources: decode_resources(&used)?,
     })
 }
 
-fn find_by_key(
-    conn: &Connection,
-    scope: &RuleScope,
-    kind: KeyKind,
-    key: &str,
-    valid_since: Timestamp,
-) -> rusqlite::Result<Option<Trial>> {
-    let mut statement = conn.prepare_cached(FIND_BY_KEY)?;
-    statement
-        .query_row(
-            params![scope.service_provider.as_str(), scope.mvpd.as_str(), kind as i64, key, valid_since.as_millis()],
-            |row| trial_from(row, 0),
-        )
-        .optional()
-}
-
 fn decode_resources(json: &str) -> rusqlite::Result<Vec<ResourceId>> {
     let raw: Vec<String> = serde_json::from_str(json)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e)))?;
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?;
     raw.iter()
         .map(|r| {
             ResourceId::parse(r)
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e)))
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))
         })
         .collect()
 }
@@ -88,21 +67,17 @@ fn encode_resources(resources: &[ResourceId]) -> String {
 }
 
 pub(crate) fn find(conn: &Connection, lookup: TrialLookup<'_>) -> rusqlite::Result<FoundTrials> {
-    let Some(identity) = lookup.identity else {
-        let by_device = find_by_key(conn, lookup.scope, KeyKind::Device, lookup.device.as_str(), lookup.valid_since)?;
-        return Ok(FoundTrials { by_device, by_identity: None });
-    };
-    let mut statement = conn.prepare_cached(FIND_BY_BOTH_KEYS)?;
+    let mut statement = conn.prepare_cached(FIND)?;
     let mut rows = statement.query(params![
         lookup.scope.service_provider.as_str(),
         lookup.scope.mvpd.as_str(),
         lookup.device.as_str(),
-        identity.as_str(),
+        lookup.identity.map(IdentityHash::as_str),
         lookup.valid_since.as_millis()
     ])?;
     let mut found = FoundTrials { by_device: None, by_identity: None };
     while let Some(row) = rows.next()? {
-        let trial = trial_from(row, 1)?;
+        let trial = trial_from(row)?;
         if row.get::<_, i64>(0)? == KeyKind::Device as i64 {
             found.by_device = Some(trial);
         } else {
