@@ -16,16 +16,17 @@ mod trials;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
 use temppass_store::{
-    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, Client, ReclaimReport, Session, Store, StoreError,
-    StoredSigningKey, TrialLookup,
+    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, BoundKeys, Client, ReclaimReport, Session, Store,
+    StoreError, StoredSigningKey, TrialLookup,
 };
 
 /// How the SQLite store is opened.
@@ -49,6 +50,10 @@ pub struct SqliteStore {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     reclaim_cursor: Arc<Mutex<trials::ReclaimCursor>>,
+    /// Every key ever bound (a hint: see `BoundKeys`): a first authorization skips the read that would find nothing.
+    bound: Arc<BoundKeys>,
+    /// The thread putting the keys the file held at open into `bound`, and how to stop it early.
+    loader: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
     /// A write that waited this long for the writer gives up instead of running late.
     write_deadline: Duration,
     path: PathBuf,
@@ -90,6 +95,9 @@ impl SqliteStore {
         configure(&writer, &options).map_err(to_store_error)?;
         writer.pragma_update(None, "journal_mode", "WAL").map_err(to_store_error)?;
         migrate::run(&mut writer)?;
+        let bindings = trials::count_bindings(&writer).map_err(to_store_error)?;
+        // Room to grow by half before a restart plans a larger filter.
+        let bound = Arc::new(BoundKeys::with_capacity(bindings + bindings / 2 + 1_000_000));
         let readers = (0..options.readers.max(1))
             .map(|_| {
                 let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -98,14 +106,22 @@ impl SqliteStore {
                 Ok(Mutex::new(reader))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        let loader = start_loading_bound_keys(&path, &options, Arc::clone(&bound))?;
         Ok(Self {
             writer: writer::Writer::start(writer)?,
             readers,
             next_reader: AtomicUsize::new(0),
             reclaim_cursor: Arc::default(),
+            bound,
+            loader: Some(loader),
             write_deadline: options.busy_timeout,
             path,
         })
+    }
+
+    /// The filter of keys ever bound, which lets a first authorization skip its read.
+    pub fn bound_keys(&self) -> &BoundKeys {
+        &self.bound
     }
 
     /// Runs a read inline on the calling thread with a reader connection.
@@ -130,6 +146,49 @@ impl SqliteStore {
     {
         self.writer.write(std::time::Instant::now() + self.write_deadline, f).await
     }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some((thread, stop)) = self.loader.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Puts every key bound in the file into `bound` on a thread of its own (a
+/// few seconds for ten million keys), in short read transactions so that
+/// checkpoints go on, then marks it complete. Keys bound meanwhile are put in
+/// by `authorize` itself. Should loading fail, the filter stays incomplete:
+/// every authorization reads first, as without it.
+fn start_loading_bound_keys(
+    path: &Path,
+    options: &SqliteOptions,
+    bound: Arc<BoundKeys>,
+) -> Result<(JoinHandle<()>, Arc<AtomicBool>), StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(to_store_error)?;
+    configure(&conn, options).map_err(to_store_error)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
+        .name("temppass-sqlite-keys".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            match trials::load_bound_keys(&conn, &bound, &stopped) {
+                Ok(Some(keys)) => {
+                    bound.mark_complete();
+                    tracing::debug!(keys, ms = started.elapsed().as_millis() as u64, "bound keys loaded");
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "cannot load the bound keys; every authorization reads first");
+                }
+            }
+        })
+        .map_err(|e| StoreError::Internal(format!("cannot start the SQLite key loader thread: {e}")))?;
+    Ok((thread, stop))
 }
 
 fn configure(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<()> {
@@ -186,10 +245,17 @@ impl Store for SqliteStore {
     ) -> Result<AuthorizeOutcome, StoreError> {
         // The rule and the clock decide which trials count, whatever the caller passed.
         let lookup = TrialLookup { valid_since: rule.valid_since(now), ..lookup };
-        // Most authorizations continue a trial that needs no write: answer those from a reader.
-        if let Some(outcome) = self.read(|conn| trials::authorize_without_write(conn, lookup, rule, resource, now))? {
+        // Most authorizations continue a trial that needs no write: answer
+        // those from a reader — unless a key was never bound, as on a first
+        // authorization, when the read could only find nothing.
+        if self.bound.may_all_be_bound(lookup)
+            && let Some(outcome) =
+                self.read(|conn| trials::authorize_without_write(conn, lookup, rule, resource, now))?
+        {
             return Ok(outcome);
         }
+        // Before the write that may bind them, so that the filter never misses a bound key.
+        self.bound.insert_lookup(lookup);
         let lookup = OwnedLookup::new(lookup);
         let rule = rule.clone();
         let resource = resource.clone();

@@ -6,12 +6,14 @@
 //! The decision itself is `temppass_core::authorize`; this module only loads
 //! and stores.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use rusqlite::{Connection, OptionalExtension, params};
 use temppass_core::{
     AuthorizeVerdict, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId, TrialUpdate,
     authorize as decide, merge,
 };
-use temppass_store::{AuthorizeOutcome, FoundTrials, StoreError, TrialLookup};
+use temppass_store::{AuthorizeOutcome, BoundKeys, FoundTrials, StoreError, TrialLookup};
 
 use crate::to_store_error;
 
@@ -20,6 +22,11 @@ pub(crate) enum KeyKind {
     Device = 0,
     Identity = 1,
 }
+
+// The filter of bound keys is loaded from `bindings.key_kind`: the codes must agree.
+const _: () = assert!(
+    KeyKind::Device as i64 == temppass_store::DEVICE_KEY && KeyKind::Identity as i64 == temppass_store::IDENTITY_KEY
+);
 
 /// The trials bound to a lookup's keys, in one statement so one snapshot (and
 /// one read lock) answers for both: ?1 service provider, ?2 mvpd, ?3 device,
@@ -247,6 +254,48 @@ fn reset_one(conn: &Connection, sp: &str, mvpd: &str, kind: KeyKind, key: &str) 
         delete_if_unbound(conn, trial)?;
     }
     Ok(())
+}
+
+pub(crate) fn count_bindings(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.query_row("SELECT count(*) FROM bindings", [], |row| row.get::<_, i64>(0)).map(|n| n.max(0) as usize)
+}
+
+/// Puts every binding's key into `bound`, walking the bindings in primary-key
+/// order a chunk per statement. `Ok(None)` when stopped before the end.
+pub(crate) fn load_bound_keys(
+    conn: &Connection,
+    bound: &BoundKeys,
+    stop: &AtomicBool,
+) -> rusqlite::Result<Option<usize>> {
+    const CHUNK: i64 = 10_000;
+    let mut statement = conn.prepare(
+        "SELECT service_provider, mvpd, key_kind, key FROM bindings
+         WHERE (service_provider, mvpd, key_kind, key) > (?1, ?2, ?3, ?4)
+         ORDER BY service_provider, mvpd, key_kind, key
+         LIMIT ?5",
+    )?;
+    let mut last = (String::new(), String::new(), -1_i64, String::new());
+    let mut keys = 0;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut rows = statement.query(params![last.0, last.1, last.2, last.3, CHUNK])?;
+        let mut in_chunk = 0;
+        while let Some(row) = rows.next()? {
+            let (sp, mvpd, kind, key) =
+                (row.get_ref(0)?.as_str()?, row.get_ref(1)?.as_str()?, row.get(2)?, row.get_ref(3)?.as_str()?);
+            bound.insert(sp, mvpd, kind, key);
+            in_chunk += 1;
+            if in_chunk == CHUNK {
+                last = (sp.to_owned(), mvpd.to_owned(), kind, key.to_owned());
+            }
+        }
+        keys += in_chunk as usize;
+        if in_chunk < CHUNK {
+            return Ok(Some(keys));
+        }
+    }
 }
 
 /// Where the reclaiming walk over bindings stopped: the last primary key it saw.

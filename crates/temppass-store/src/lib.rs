@@ -7,6 +7,7 @@
 //! engine allows (one writer transaction in SQLite, one short transaction with
 //! row locks in PostgreSQL).
 
+mod bound_keys;
 mod found;
 mod records;
 
@@ -16,6 +17,7 @@ pub mod conformance;
 use async_trait::async_trait;
 use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
 
+pub use bound_keys::{BoundKeys, DEVICE_KEY, IDENTITY_KEY};
 pub use found::FoundTrials;
 pub use records::{
     AccessGrant, AccessToken, ApiKey, Application, CLIENT_IDLE_MS, Client, ReclaimReport, Session, StoredSigningKey,

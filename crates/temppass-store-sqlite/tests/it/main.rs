@@ -28,23 +28,50 @@ mod conformance {
     temppass_store::conformance_tests!(fresh_sqlite_store);
 }
 
+fn scope() -> RuleScope {
+    RuleScope {
+        service_provider: ServiceProviderId::parse("REF30").unwrap_or_else(|e| panic!("{e}")),
+        mvpd: MvpdId::parse("flexibleTempPass").unwrap_or_else(|e| panic!("{e}")),
+    }
+}
+
+fn device(raw: &str) -> DeviceId {
+    DeviceId::parse(raw).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn lookup<'a>(scope: &'a RuleScope, device: &'a DeviceId) -> TrialLookup<'a> {
+    TrialLookup { scope, device, identity: None, valid_since: Timestamp::from_millis(i64::MIN) }
+}
+
+fn promotional_rule() -> Rule {
+    Rule {
+        kind: RuleKind::Promotional { max_resources: 2, identity_key: "email".into() },
+        ttl: DurationMs::parse("4h").unwrap_or_else(|e| panic!("{e}")),
+        reset: None,
+    }
+}
+
+fn resource() -> ResourceId {
+    ResourceId::parse("res-1").unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn wait_until_bound_keys_are_loaded(store: &SqliteStore) {
+    for _ in 0..500 {
+        if store.bound_keys().is_complete() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the bound keys were not loaded within 5 s");
+}
+
 #[tokio::test]
 async fn a_trial_survives_reopening_the_database_file() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
     let path = dir.path().join("nested").join("temppass.db");
-    let scope = RuleScope {
-        service_provider: ServiceProviderId::parse("REF30").unwrap_or_else(|e| panic!("{e}")),
-        mvpd: MvpdId::parse("flexibleTempPass").unwrap_or_else(|e| panic!("{e}")),
-    };
-    let device = DeviceId::parse("device-1").unwrap_or_else(|e| panic!("{e}"));
-    let lookup =
-        TrialLookup { scope: &scope, device: &device, identity: None, valid_since: Timestamp::from_millis(i64::MIN) };
-    let rule = Rule {
-        kind: RuleKind::Promotional { max_resources: 2, identity_key: "email".into() },
-        ttl: DurationMs::parse("4h").unwrap_or_else(|e| panic!("{e}")),
-        reset: None,
-    };
-    let resource = ResourceId::parse("res-1").unwrap_or_else(|e| panic!("{e}"));
+    let (scope, device) = (scope(), device("device-1"));
+    let lookup = lookup(&scope, &device);
+    let (rule, resource) = (promotional_rule(), resource());
     let now = Timestamp::from_millis(1_700_000_000_000);
 
     let store = open(&path);
@@ -60,4 +87,51 @@ async fn a_trial_survives_reopening_the_database_file() {
     let again = store.authorize(lookup, &rule, &resource, later).await.unwrap_or_else(|e| panic!("authorize: {e}"));
     assert_eq!(again.decision, Ok(()));
     assert_eq!(again.trial, Some(trial), "the reopened store did not continue the trial");
+}
+
+#[tokio::test]
+async fn keys_bound_before_reopening_are_known_once_loaded_and_others_are_not() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
+    let path = dir.path().join("temppass.db");
+    let scope = scope();
+    // More than one chunk of the loader's walk (10,000 keys).
+    let devices: Vec<DeviceId> = (0..12_000).map(|n| device(&format!("device-{n}"))).collect();
+    let now = Timestamp::from_millis(1_700_000_000_000);
+    let store = open(&path);
+    for device in &devices {
+        let permit = store.authorize(lookup(&scope, device), &promotional_rule(), &resource(), now).await;
+        assert_eq!(permit.unwrap_or_else(|e| panic!("authorize: {e}")).decision, Ok(()));
+    }
+    drop(store);
+
+    let store = open(&path);
+    wait_until_bound_keys_are_loaded(&store).await;
+    let forgotten = devices.iter().filter(|d| !store.bound_keys().may_all_be_bound(lookup(&scope, d))).count();
+    assert_eq!(forgotten, 0, "bound keys the reopened store does not know");
+    let new_devices = (0..1_000).filter(|n| {
+        let device = device(&format!("new-device-{n}"));
+        store.bound_keys().may_all_be_bound(lookup(&scope, &device))
+    });
+    assert!(new_devices.count() < 50, "most never-bound keys should be known as never bound");
+}
+
+#[tokio::test]
+async fn a_device_bound_behind_the_filters_back_is_still_found_by_the_write() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
+    let path = dir.path().join("temppass.db");
+    let (scope, device) = (scope(), device("device-1"));
+    let now = Timestamp::from_millis(1_700_000_000_000);
+    // Two stores on one file: the second never sees the first's keys.
+    let first = open(&path);
+    let second = open(&path);
+    wait_until_bound_keys_are_loaded(&second).await;
+    let permit = first.authorize(lookup(&scope, &device), &promotional_rule(), &resource(), now).await;
+    let trial = permit.unwrap_or_else(|e| panic!("authorize: {e}")).trial;
+    assert!(!second.bound_keys().may_all_be_bound(lookup(&scope, &device)), "the second store learnt the key");
+
+    let later = Timestamp::from_millis(now.as_millis() + 60_000);
+    let again = second.authorize(lookup(&scope, &device), &promotional_rule(), &resource(), later).await;
+    let again = again.unwrap_or_else(|e| panic!("authorize: {e}"));
+    assert_eq!(again.decision, Ok(()));
+    assert_eq!(again.trial, trial, "a key the filter did not know started a second trial");
 }
