@@ -10,15 +10,15 @@
 //! are serialised by SQLite itself: that is what makes the first
 //! authorization, the resource cap and the merge atomic.
 
+mod background;
 mod migrate;
 mod records;
 mod trials;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,6 +28,12 @@ use temppass_store::{
     AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, BoundKeys, Client, ReclaimReport, Session, Store,
     StoreError, StoredSigningKey, TrialLookup,
 };
+
+/// The writer checkpoints the WAL itself only past this many pages (16 MiB):
+/// the checkpoint thread does it every 50 ms, off the writer's path, but a
+/// WAL that is written all the time only restarts from its beginning after a
+/// checkpoint that nothing committed behind, which the writer's own is.
+const WRITER_CHECKPOINT_PAGES: i64 = 4000;
 
 /// How the SQLite store is opened.
 #[derive(Debug, Clone)]
@@ -52,8 +58,8 @@ pub struct SqliteStore {
     reclaim_cursor: Arc<Mutex<trials::ReclaimCursor>>,
     /// Every key ever bound (a hint: see `BoundKeys`): a first authorization skips the read that would find nothing.
     bound: Arc<BoundKeys>,
-    /// The thread putting the keys the file held at open into `bound`, and how to stop it early.
-    loader: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+    /// Loading the bound keys, and checkpointing; both stop when the store is dropped.
+    _helpers: [background::Background; 2],
     /// A write that waited this long for the writer gives up instead of running late.
     write_deadline: Duration,
     path: PathBuf,
@@ -94,26 +100,25 @@ impl SqliteStore {
         let mut writer = Connection::open(&path).map_err(to_store_error)?;
         configure(&writer, &options).map_err(to_store_error)?;
         writer.pragma_update(None, "journal_mode", "WAL").map_err(to_store_error)?;
+        writer.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES).map_err(to_store_error)?;
         migrate::run(&mut writer)?;
         let bindings = trials::count_bindings(&writer).map_err(to_store_error)?;
         // Room to grow by half before a restart plans a larger filter.
         let bound = Arc::new(BoundKeys::with_capacity(bindings + bindings / 2 + 1_000_000));
         let readers = (0..options.readers.max(1))
-            .map(|_| {
-                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                let reader = Connection::open_with_flags(&path, flags).map_err(to_store_error)?;
-                configure(&reader, &options).map_err(to_store_error)?;
-                Ok(Mutex::new(reader))
-            })
+            .map(|_| open_connection(&path, &options, OpenFlags::SQLITE_OPEN_READ_ONLY).map(Mutex::new))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let loader = start_loading_bound_keys(&path, &options, Arc::clone(&bound))?;
+        let helpers = [
+            background::Background::load_bound_keys(&path, &options, Arc::clone(&bound))?,
+            background::Background::checkpoint(&path, &options)?,
+        ];
         Ok(Self {
             writer: writer::Writer::start(writer)?,
             readers,
             next_reader: AtomicUsize::new(0),
             reclaim_cursor: Arc::default(),
             bound,
-            loader: Some(loader),
+            _helpers: helpers,
             write_deadline: options.busy_timeout,
             path,
         })
@@ -148,47 +153,11 @@ impl SqliteStore {
     }
 }
 
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        if let Some((thread, stop)) = self.loader.take() {
-            stop.store(true, Ordering::Relaxed);
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Puts every key bound in the file into `bound` on a thread of its own (a
-/// few seconds for ten million keys), in short read transactions so that
-/// checkpoints go on, then marks it complete. Keys bound meanwhile are put in
-/// by `authorize` itself. Should loading fail, the filter stays incomplete:
-/// every authorization reads first, as without it.
-fn start_loading_bound_keys(
-    path: &Path,
-    options: &SqliteOptions,
-    bound: Arc<BoundKeys>,
-) -> Result<(JoinHandle<()>, Arc<AtomicBool>), StoreError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(to_store_error)?;
+/// A connection besides the writer: `access` is read-only or read-write, never create.
+fn open_connection(path: &Path, options: &SqliteOptions, access: OpenFlags) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(to_store_error)?;
     configure(&conn, options).map_err(to_store_error)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = Arc::clone(&stop);
-    let thread = std::thread::Builder::new()
-        .name("temppass-sqlite-keys".into())
-        .spawn(move || {
-            let started = std::time::Instant::now();
-            match trials::load_bound_keys(&conn, &bound, &stopped) {
-                Ok(Some(keys)) => {
-                    bound.mark_complete();
-                    tracing::debug!(keys, ms = started.elapsed().as_millis() as u64, "bound keys loaded");
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "cannot load the bound keys; every authorization reads first");
-                }
-            }
-        })
-        .map_err(|e| StoreError::Internal(format!("cannot start the SQLite key loader thread: {e}")))?;
-    Ok((thread, stop))
+    Ok(conn)
 }
 
 fn configure(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<()> {

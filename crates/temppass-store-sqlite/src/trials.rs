@@ -6,8 +6,6 @@
 //! The decision itself is `temppass_core::authorize`; this module only loads
 //! and stores.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use rusqlite::{Connection, OptionalExtension, params};
 use temppass_core::{
     AuthorizeVerdict, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId, TrialUpdate,
@@ -265,7 +263,7 @@ pub(crate) fn count_bindings(conn: &Connection) -> rusqlite::Result<usize> {
 pub(crate) fn load_bound_keys(
     conn: &Connection,
     bound: &BoundKeys,
-    stop: &AtomicBool,
+    stop_requested: impl Fn() -> bool,
 ) -> rusqlite::Result<Option<usize>> {
     const CHUNK: i64 = 10_000;
     let mut statement = conn.prepare(
@@ -277,7 +275,7 @@ pub(crate) fn load_bound_keys(
     let mut last = (String::new(), String::new(), -1_i64, String::new());
     let mut keys = 0;
     loop {
-        if stop.load(Ordering::Relaxed) {
+        if stop_requested() {
             return Ok(None);
         }
         let mut rows = statement.query(params![last.0, last.1, last.2, last.3, CHUNK])?;
