@@ -8,8 +8,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 use temppass_core::{
-    AuthorizeVerdict, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId, TrialUpdate,
-    authorize as decide, merge,
+    AuthorizeVerdict, ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId, TrialUpdate, authorize as decide, merge,
 };
 use temppass_store::{AuthorizeOutcome, BoundKeys, FoundTrials, StoreError, TrialLookup};
 
@@ -26,25 +25,39 @@ const _: () = assert!(
     KeyKind::Device as i64 == temppass_store::DEVICE_KEY && KeyKind::Identity as i64 == temppass_store::IDENTITY_KEY
 );
 
-/// The trials bound to a lookup's keys, in one statement so one snapshot (and
-/// one read lock) answers for both: ?1 service provider, ?2 mvpd, ?3 device,
-/// ?4 identity or NULL (its branch then finds nothing), ?5 valid since.
-const FIND: &str = "
-    SELECT 0, t.id, t.started_at_ms, t.expires_at_ms, t.used_resources
-    FROM bindings b JOIN trials t ON t.id = b.trial_id
-    WHERE b.service_provider = ?1 AND b.mvpd = ?2 AND b.key_kind = 0 AND b.key = ?3
-      AND b.generation = COALESCE(
-            (SELECT generation FROM generations WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = 0), 0)
-      AND t.started_at_ms >= ?5
-    UNION ALL
-    SELECT 1, t.id, t.started_at_ms, t.expires_at_ms, t.used_resources
-    FROM bindings b JOIN trials t ON t.id = b.trial_id
-    WHERE b.service_provider = ?1 AND b.mvpd = ?2 AND b.key_kind = 1 AND b.key = ?4
-      AND b.generation = COALESCE(
-            (SELECT generation FROM generations WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = 1), 0)
-      AND t.started_at_ms >= ?5";
+/// The trial bound to one key kind (`$kind`) of a lookup: ?1 service
+/// provider, ?2 mvpd, ?3 the key, ?4 valid since.
+macro_rules! find_branch {
+    ($kind:literal, $key:literal) => {
+        concat!(
+            "SELECT ",
+            $kind,
+            ", t.id, t.started_at_ms, t.expires_at_ms, t.used_resources
+             FROM bindings b JOIN trials t ON t.id = b.trial_id
+             WHERE b.service_provider = ?1 AND b.mvpd = ?2 AND b.key_kind = ",
+            $kind,
+            " AND b.key = ",
+            $key,
+            "
+               AND b.generation = COALESCE(
+                     (SELECT generation FROM generations
+                      WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = ",
+            $kind,
+            "), 0)
+               AND t.started_at_ms >= ?5"
+        )
+    };
+}
 
-/// A trial from a row of [`FIND`]: its columns 1 to 4.
+/// The trial bound to a lookup's device: ?1 service provider, ?2 mvpd, ?3
+/// device, ?5 valid since (?4, the identity, is not used).
+const FIND_DEVICE: &str = find_branch!("0", "?3");
+
+/// The trials bound to a lookup's device and identity, in one statement so
+/// one snapshot (and one read lock) answers for both: ?4 is the identity.
+const FIND_BOTH: &str = concat!(find_branch!("0", "?3"), " UNION ALL ", find_branch!("1", "?4"));
+
+/// A trial from a row of [`FIND_BOTH`] or [`FIND_DEVICE`]: its columns 1 to 4.
 fn trial_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<Trial> {
     let used: String = row.get(4)?;
     Ok(Trial {
@@ -72,14 +85,21 @@ fn encode_resources(resources: &[ResourceId]) -> String {
 }
 
 pub(crate) fn find(conn: &Connection, lookup: TrialLookup<'_>) -> rusqlite::Result<FoundTrials> {
-    let mut statement = conn.prepare_cached(FIND)?;
-    let mut rows = statement.query(params![
-        lookup.scope.service_provider.as_str(),
-        lookup.scope.mvpd.as_str(),
-        lookup.device.as_str(),
-        lookup.identity.map(IdentityHash::as_str),
-        lookup.valid_since.as_millis()
-    ])?;
+    let sp = lookup.scope.service_provider.as_str();
+    let mvpd = lookup.scope.mvpd.as_str();
+    let device = lookup.device.as_str();
+    let since = lookup.valid_since.as_millis();
+    let mut statement;
+    let mut rows = match lookup.identity {
+        None => {
+            statement = conn.prepare_cached(FIND_DEVICE)?;
+            statement.query(params![sp, mvpd, device, None::<&str>, since])?
+        }
+        Some(identity) => {
+            statement = conn.prepare_cached(FIND_BOTH)?;
+            statement.query(params![sp, mvpd, device, identity.as_str(), since])?
+        }
+    };
     let mut found = FoundTrials { by_device: None, by_identity: None };
     while let Some(row) = rows.next()? {
         let trial = trial_from(row)?;
