@@ -20,15 +20,15 @@ mod trials;
 pub mod testing;
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
 use temppass_store::{
-    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, Client, ReclaimReport, Session, Store, StoreError,
-    StoredSigningKey, TrialLookup,
+    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, BoundKeys, Client, ReclaimReport, Session, Store,
+    StoreError, StoredSigningKey, TrialLookup,
 };
 use tokio_postgres::NoTls;
 
@@ -60,6 +60,11 @@ pub struct PostgresStore {
     pool: Pool,
     operation_timeout: Duration,
     reclaim_cursor: Mutex<trials::ReclaimCursor>,
+    /// Keys bound through this server or found in the database when it
+    /// connected (a hint: see `BoundKeys`). A key another server bound since
+    /// reads as never bound here: its authorization then takes the write
+    /// path, which finds the trial and changes nothing, and puts the key in.
+    bound: Arc<BoundKeys>,
     /// `host:port/dbname` for messages: never the password.
     target: String,
 }
@@ -173,11 +178,26 @@ impl PostgresStore {
             .recycle_timeout(Some(options.operation_timeout))
             .build()
             .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))?;
-        let store =
-            Self { pool, operation_timeout: options.operation_timeout, reclaim_cursor: Mutex::default(), target };
+        let mut store = Self {
+            pool,
+            operation_timeout: options.operation_timeout,
+            reclaim_cursor: Mutex::default(),
+            bound: Arc::new(BoundKeys::with_capacity(0)),
+            target,
+        };
         let mut conn = store.conn().await?;
         migrate::run(&mut conn).await?;
+        let bindings = store.within_deadline(trials::count_bindings(&mut conn)).await?;
+        drop(conn);
+        // Room to grow by half before a restart plans a larger filter.
+        store.bound = Arc::new(BoundKeys::with_capacity(bindings + bindings / 2 + 1_000_000));
+        tokio::spawn(load_bound_keys(store.pool.clone(), store.target.clone(), Arc::downgrade(&store.bound)));
         Ok(store)
+    }
+
+    /// The filter of keys bound through this server, which lets a first authorization skip its read.
+    pub fn bound_keys(&self) -> &BoundKeys {
+        &self.bound
     }
 
     /// A pooled connection.
@@ -198,6 +218,40 @@ impl PostgresStore {
                 "PostgreSQL at {} did not answer within {:?}",
                 self.target, self.operation_timeout
             ))),
+        }
+    }
+}
+
+/// Puts every key bound in the database into the filter, a chunk per
+/// statement, then marks it complete; stops when the store is dropped. Keys
+/// bound meanwhile are put in by `authorize` itself. Should loading fail, the
+/// filter stays incomplete: every authorization reads first, as without it.
+async fn load_bound_keys(pool: Pool, target: String, bound: Weak<BoundKeys>) {
+    const CHUNK: i64 = 10_000;
+    let started = std::time::Instant::now();
+    let mut after = None;
+    let mut keys = 0;
+    loop {
+        let Some(filter) = bound.upgrade() else { return };
+        let chunk = async {
+            let mut conn = connection::get(&pool, &target).await?;
+            trials::load_bound_keys(&mut conn, &filter, after, CHUNK).await
+        };
+        match chunk.await {
+            Ok((loaded, Some(last))) => {
+                keys += loaded;
+                after = Some(last);
+            }
+            Ok((loaded, None)) => {
+                filter.mark_complete();
+                keys += loaded;
+                tracing::debug!(keys, ms = started.elapsed().as_millis() as u64, "bound keys loaded");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot load the bound keys; every authorization reads first");
+                return;
+            }
         }
     }
 }
@@ -223,10 +277,16 @@ impl Store for PostgresStore {
         let lookup = TrialLookup { valid_since: rule.valid_since(now), ..lookup };
         self.within_deadline(async {
             let mut conn = self.conn().await?;
-            // Most authorizations continue a trial that needs no write: one statement answers those.
-            if let Some(outcome) = trials::authorize_without_write(&mut conn, lookup, rule, resource, now).await? {
+            // Most authorizations continue a trial that needs no write: one
+            // statement answers those — unless a key was never bound (as far
+            // as this server knows), when the read could only find nothing.
+            if self.bound.may_all_be_bound(lookup)
+                && let Some(outcome) = trials::authorize_without_write(&mut conn, lookup, rule, resource, now).await?
+            {
                 return Ok(outcome);
             }
+            // Before the write that may bind them, so that the filter never misses a key bound here.
+            self.bound.insert_lookup(lookup);
             trials::authorize(&mut conn, lookup, rule, resource, now).await
         })
         .await

@@ -29,7 +29,7 @@ use std::collections::BTreeSet;
 use temppass_core::{
     AuthorizeVerdict, ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId, TrialUpdate, authorize as decide, merge,
 };
-use temppass_store::{AuthorizeOutcome, FoundTrials, ReclaimReport, StoreError, TrialLookup};
+use temppass_store::{AuthorizeOutcome, BoundKeys, FoundTrials, ReclaimReport, StoreError, TrialLookup};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
@@ -41,6 +41,11 @@ pub(crate) enum KeyKind {
     Device = 0,
     Identity = 1,
 }
+
+// The filter of bound keys is loaded from `bindings.key_kind`: the codes must agree.
+const _: () = assert!(
+    KeyKind::Device as i64 == temppass_store::DEVICE_KEY && KeyKind::Identity as i64 == temppass_store::IDENTITY_KEY
+);
 
 impl KeyKind {
     fn code(self) -> i16 {
@@ -661,6 +666,47 @@ async fn reset_one_once(
     conn.pipeline(&batch).await?;
     conn.transaction_closed();
     Ok(Attempt::Done(()))
+}
+
+// --- the filter of bound keys ------------------------------------------------------
+
+/// How many bindings there are, to size the filter of bound keys.
+pub(crate) async fn count_bindings(conn: &mut Conn) -> Result<usize, StoreError> {
+    let rows = conn.query("SELECT count(*) FROM bindings", &[]).await?;
+    let count: i64 = rows.first().map_or(Ok(0), |row| row.try_get(0)).map_err(to_store_error)?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
+/// One chunk of the walk that loads the bound keys: the bindings after `after` in primary-key order.
+const BOUND_KEYS_PAGE: &str = "
+    SELECT service_provider, mvpd, key_kind, key FROM bindings
+    WHERE (service_provider, mvpd, key_kind, key) > ($1, $2, $3, $4)
+    ORDER BY service_provider, mvpd, key_kind, key
+    LIMIT $5";
+
+/// The primary key of a binding, where a walk over them stands.
+pub(crate) type BindingKey = (String, String, i16, String);
+
+/// Puts up to `chunk` bound keys after `after` into `bound`; answers how many,
+/// and where the walk stands or `None` when it has passed the last binding.
+pub(crate) async fn load_bound_keys(
+    conn: &mut Conn,
+    bound: &BoundKeys,
+    after: Option<BindingKey>,
+    chunk: i64,
+) -> Result<(usize, Option<BindingKey>), StoreError> {
+    let (sp, mvpd, kind, key) = after.unwrap_or_else(|| (String::new(), String::new(), -1, String::new()));
+    let rows = conn.query(BOUND_KEYS_PAGE, &[&sp, &mvpd, &kind, &key, &chunk]).await?;
+    let mut last = None;
+    for row in &rows {
+        let decode = |row: &Row| -> Result<BindingKey, tokio_postgres::Error> {
+            Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))
+        };
+        let binding = decode(row).map_err(to_store_error)?;
+        bound.insert(&binding.0, &binding.1, i64::from(binding.2), &binding.3);
+        last = Some(binding);
+    }
+    Ok((rows.len(), last.filter(|_| rows.len() as i64 == chunk)))
 }
 
 // --- reclaiming --------------------------------------------------------------------
