@@ -245,7 +245,7 @@ async fn load_bound_keys(pool: Pool, target: String, bound: Weak<BoundKeys>) {
             Ok((loaded, None)) => {
                 filter.mark_complete();
                 keys += loaded;
-                tracing::debug!(keys, ms = started.elapsed().as_millis() as u64, "bound keys loaded");
+                tracing::info!(keys, ms = started.elapsed().as_millis() as u64, "bound keys loaded");
                 return;
             }
             Err(error) => {

@@ -63,7 +63,7 @@ impl Background {
             match trials::load_bound_keys(&conn, &bound, || stop.requested()) {
                 Ok(Some(keys)) => {
                     bound.mark_complete();
-                    tracing::debug!(keys, ms = started.elapsed().as_millis() as u64, "bound keys loaded");
+                    tracing::info!(keys, ms = started.elapsed().as_millis() as u64, "bound keys loaded");
                 }
                 Ok(None) => {}
                 Err(error) => tracing::warn!(%error, "cannot load the bound keys; every authorization reads first"),
