@@ -178,21 +178,18 @@ impl PostgresStore {
             .recycle_timeout(Some(options.operation_timeout))
             .build()
             .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))?;
-        let mut store = Self {
-            pool,
-            operation_timeout: options.operation_timeout,
-            reclaim_cursor: Mutex::default(),
-            bound: Arc::new(BoundKeys::with_capacity(0)),
-            target,
-        };
-        let mut conn = store.conn().await?;
+        let mut conn = connection::get(&pool, &target).await?;
         migrate::run(&mut conn).await?;
-        let bindings = store.within_deadline(trials::count_bindings(&mut conn)).await?;
+        // A size hint only: a count that fails or times out must not stop the server.
+        let bindings = trials::estimate_bindings(&mut conn).await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot count the bindings; the filter of bound keys is planned for few");
+            0
+        });
         drop(conn);
         // Room to grow by half before a restart plans a larger filter.
-        store.bound = Arc::new(BoundKeys::with_capacity(bindings + bindings / 2 + 1_000_000));
-        tokio::spawn(load_bound_keys(store.pool.clone(), store.target.clone(), Arc::downgrade(&store.bound)));
-        Ok(store)
+        let bound = Arc::new(BoundKeys::with_capacity(bindings + bindings / 2 + 1_000_000));
+        tokio::spawn(load_bound_keys(pool.clone(), target.clone(), Arc::downgrade(&bound)));
+        Ok(Self { pool, operation_timeout: options.operation_timeout, reclaim_cursor: Mutex::default(), bound, target })
     }
 
     /// The filter of keys bound through this server, which lets a first authorization skip its read.
@@ -224,23 +221,26 @@ impl PostgresStore {
 
 /// Puts every key bound in the database into the filter, a chunk per
 /// statement, then marks it complete; stops when the store is dropped. Keys
-/// bound meanwhile are put in by `authorize` itself. Should loading fail, the
-/// filter stays incomplete: every authorization reads first, as without it.
+/// bound meanwhile are put in by `authorize` itself. A chunk that fails (the
+/// database is busy or away) is tried again every second; until the walk is
+/// over every authorization reads first, as without the filter.
 async fn load_bound_keys(pool: Pool, target: String, bound: Weak<BoundKeys>) {
     const CHUNK: i64 = 10_000;
     let started = std::time::Instant::now();
     let mut after = None;
     let mut keys = 0;
+    let mut failing = false;
     loop {
         let Some(filter) = bound.upgrade() else { return };
         let chunk = async {
             let mut conn = connection::get(&pool, &target).await?;
-            trials::load_bound_keys(&mut conn, &filter, after, CHUNK).await
+            trials::load_bound_keys(&mut conn, &filter, after.clone(), CHUNK).await
         };
         match chunk.await {
             Ok((loaded, Some(last))) => {
                 keys += loaded;
                 after = Some(last);
+                failing = false;
             }
             Ok((loaded, None)) => {
                 filter.mark_complete();
@@ -249,8 +249,12 @@ async fn load_bound_keys(pool: Pool, target: String, bound: Weak<BoundKeys>) {
                 return;
             }
             Err(error) => {
-                tracing::warn!(%error, "cannot load the bound keys; every authorization reads first");
-                return;
+                if !failing {
+                    tracing::warn!(%error, "cannot load the bound keys yet; trying again every second");
+                    failing = true;
+                }
+                drop(filter);
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }

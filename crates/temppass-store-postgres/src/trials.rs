@@ -670,10 +670,16 @@ async fn reset_one_once(
 
 // --- the filter of bound keys ------------------------------------------------------
 
-/// How many bindings there are, to size the filter of bound keys.
-pub(crate) async fn count_bindings(conn: &mut Conn) -> Result<usize, StoreError> {
-    let rows = conn.query("SELECT count(*) FROM bindings", &[]).await?;
-    let count: i64 = rows.first().map_or(Ok(0), |row| row.try_get(0)).map_err(to_store_error)?;
+/// About how many bindings there are, to plan the filter of bound keys:
+/// PostgreSQL's own estimate (kept by ANALYZE and autovacuum), counted only
+/// when the table was never analyzed (then `statement_timeout` bounds the count).
+pub(crate) async fn estimate_bindings(conn: &mut Conn) -> Result<usize, StoreError> {
+    let decode = |rows: Vec<Row>| -> Result<i64, StoreError> {
+        rows.first().map_or(Ok(-1), |row| row.try_get(0)).map_err(to_store_error)
+    };
+    let estimate =
+        decode(conn.query("SELECT reltuples::bigint FROM pg_class WHERE oid = 'bindings'::regclass", &[]).await?)?;
+    let count = if estimate >= 0 { estimate } else { decode(conn.query("SELECT count(*) FROM bindings", &[]).await?)? };
     Ok(usize::try_from(count).unwrap_or(0))
 }
 

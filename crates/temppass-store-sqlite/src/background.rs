@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rusqlite::OpenFlags;
 use temppass_store::{BoundKeys, StoreError};
 
-use crate::{SqliteOptions, open_connection, trials};
+use crate::{SqliteOptions, WRITER_CHECKPOINT_PAGES, open_connection, trials};
 
 /// How often the checkpointer copies the WAL back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
@@ -79,12 +79,14 @@ impl Background {
     pub(crate) fn checkpoint(path: &Path, options: &SqliteOptions) -> Result<Self, StoreError> {
         let conn = open_connection(path, options, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         Self::spawn("temppass-sqlite-checkpoint", move |stop| {
-            let mut failing = false;
+            let (mut failing, mut behind) = (false, false);
             while stop.wait(CHECKPOINT_EVERY) {
-                let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                // (busy, pages in the WAL, pages copied back): a passive checkpoint
+                // that could not finish says so in the row, not as an error.
+                let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1));
                 // A full disk fails every checkpoint until space returns: say so once.
-                match (result, failing) {
-                    (Ok(()), true) => {
+                match (&result, failing) {
+                    (Ok(_), true) => {
                         tracing::info!("WAL checkpoints succeed again");
                         failing = false;
                     }
@@ -94,6 +96,14 @@ impl Background {
                     }
                     _ => {}
                 }
+                // Something keeps the WAL from being copied back (a long read): say so once.
+                let pages = result.unwrap_or(0);
+                if pages > 2 * WRITER_CHECKPOINT_PAGES && !behind {
+                    tracing::warn!(pages, "the WAL keeps growing: a long read transaction may hold checkpoints back");
+                } else if pages <= WRITER_CHECKPOINT_PAGES && behind {
+                    tracing::info!(pages, "the WAL is checkpointed again");
+                }
+                behind = if behind { pages > WRITER_CHECKPOINT_PAGES } else { pages > 2 * WRITER_CHECKPOINT_PAGES };
             }
         })
     }

@@ -25,8 +25,8 @@ const _: () = assert!(
     KeyKind::Device as i64 == temppass_store::DEVICE_KEY && KeyKind::Identity as i64 == temppass_store::IDENTITY_KEY
 );
 
-/// The trial bound to one key kind (`$kind`) of a lookup: ?1 service
-/// provider, ?2 mvpd, ?3 the key, ?4 valid since.
+/// The trial bound to one key of a lookup, of kind `$kind` and bound as
+/// `$key` (?3 the device, ?4 the identity): ?1 service provider, ?2 mvpd, ?5 valid since.
 macro_rules! find_branch {
     ($kind:literal, $key:literal) => {
         concat!(

@@ -77,6 +77,7 @@ impl BoundKeys {
         self.complete.store(true, Ordering::Release);
     }
 
+    /// True once the store has inserted every key it held (see [`BoundKeys::mark_complete`]).
     pub fn is_complete(&self) -> bool {
         self.complete.load(Ordering::Acquire)
     }
