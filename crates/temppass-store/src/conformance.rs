@@ -29,8 +29,8 @@ use temppass_core::{
 use tokio::sync::Barrier;
 
 use crate::{
-    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, CLIENT_IDLE_MS, Client, ReclaimReport, Session,
-    Store, StoreError, StoredSigningKey, TrialLookup,
+    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, BoundKeys, CLIENT_IDLE_MS, Client, ReclaimReport,
+    Session, Store, StoreError, StoredSigningKey, TrialLookup,
 };
 
 /// Expands to one `#[tokio::test]` per conformance case, each calling
@@ -233,7 +233,10 @@ fn no_reset() -> Timestamp {
     Timestamp::from_millis(i64::MIN)
 }
 
-fn resource(raw: &str) -> ResourceId {
+// --- helpers, public for a backend's own tests ---
+
+/// A resource id; panics on an invalid one.
+pub fn resource(raw: &str) -> ResourceId {
     ResourceId::parse(raw).unwrap_or_else(|e| panic!("resource id {raw:?} {e}"))
 }
 
@@ -245,7 +248,8 @@ fn service_provider(raw: &str) -> ServiceProviderId {
     ServiceProviderId::parse(raw).unwrap_or_else(|e| panic!("service provider id {raw:?} {e}"))
 }
 
-fn scope(service_provider_id: &str, mvpd: &str) -> RuleScope {
+/// A rule scope; panics on an invalid service provider or MVPD id.
+pub fn scope(service_provider_id: &str, mvpd: &str) -> RuleScope {
     RuleScope {
         service_provider: service_provider(service_provider_id),
         mvpd: MvpdId::parse(mvpd).unwrap_or_else(|e| panic!("mvpd id {mvpd:?} {e}")),
@@ -261,16 +265,39 @@ fn ttl(text: &str) -> DurationMs {
     DurationMs::parse(text).unwrap_or_else(|e| panic!("duration {text:?}: {e}"))
 }
 
-fn basic_rule(ttl_text: &str) -> Rule {
+/// A basic rule of `ttl_text` (e.g. `"4h"`), no scheduled reset.
+pub fn basic_rule(ttl_text: &str) -> Rule {
     Rule { kind: RuleKind::Basic, ttl: ttl(ttl_text), reset: None }
 }
 
-fn promotional_rule(max_resources: u32, ttl_text: &str) -> Rule {
+/// A promotional rule keyed on `email`, no scheduled reset.
+pub fn promotional_rule(max_resources: u32, ttl_text: &str) -> Rule {
     Rule {
         kind: RuleKind::Promotional { max_resources, identity_key: "email".into() },
         ttl: ttl(ttl_text),
         reset: None,
     }
+}
+
+/// A device id; panics on an invalid one.
+pub fn device_id(raw: &str) -> DeviceId {
+    DeviceId::parse(raw).unwrap_or_else(|e| panic!("device id {raw:?} {e}"))
+}
+
+/// The lookup of one device under `scope`: no identity, no scheduled reset.
+pub fn device_lookup<'a>(scope: &'a RuleScope, device: &'a DeviceId) -> TrialLookup<'a> {
+    TrialLookup { scope, device, identity: None, valid_since: no_reset() }
+}
+
+/// Waits until a store has loaded its filter of bound keys; panics after 5 s.
+pub async fn bound_keys_loaded(keys: &BoundKeys) {
+    for _ in 0..500 {
+        if keys.is_complete() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the bound keys were not loaded within 5 s");
 }
 
 /// Owned keys of a lookup, so concurrent tasks can carry them.
@@ -284,12 +311,7 @@ struct Keys {
 
 impl Keys {
     fn device(scope: &RuleScope, device: &str) -> Self {
-        Self {
-            scope: scope.clone(),
-            device: DeviceId::parse(device).unwrap_or_else(|e| panic!("device id {device:?} {e}")),
-            identity: None,
-            valid_since: no_reset(),
-        }
+        Self { scope: scope.clone(), device: device_id(device), identity: None, valid_since: no_reset() }
     }
 
     fn promotional(scope: &RuleScope, device: &str, identity_value: &str) -> Self {

@@ -10,11 +10,11 @@ mod outage;
 use std::sync::Arc;
 use std::time::Duration;
 
-use temppass_core::{
-    DeviceId, DurationMs, MvpdId, ResourceId, Rule, RuleKind, RuleScope, ServiceProviderId, Timestamp,
+use temppass_core::{DeviceId, Timestamp};
+use temppass_store::Store;
+use temppass_store::conformance::{
+    StoreWithGuard, basic_rule, bound_keys_loaded, device_id as device, device_lookup as lookup, resource, scope,
 };
-use temppass_store::conformance::StoreWithGuard;
-use temppass_store::{Store, TrialLookup};
 use temppass_store_postgres::testing::TestDatabase;
 use temppass_store_postgres::{PostgresOptions, PostgresStore};
 
@@ -44,45 +44,17 @@ mod conformance {
     temppass_store::conformance_tests!(fresh_pg_store);
 }
 
-fn scope() -> RuleScope {
-    RuleScope {
-        service_provider: ServiceProviderId::parse("REF30").unwrap_or_else(|e| panic!("{e}")),
-        mvpd: MvpdId::parse("TempPass").unwrap_or_else(|e| panic!("{e}")),
-    }
-}
-
-fn device(raw: &str) -> DeviceId {
-    DeviceId::parse(raw).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn lookup<'a>(scope: &'a RuleScope, device: &'a DeviceId) -> TrialLookup<'a> {
-    TrialLookup { scope, device, identity: None, valid_since: Timestamp::from_millis(i64::MIN) }
-}
-
-fn basic_rule() -> Rule {
-    Rule { kind: RuleKind::Basic, ttl: DurationMs::parse("4h").unwrap_or_else(|e| panic!("{e}")), reset: None }
-}
-
-fn resource() -> ResourceId {
-    ResourceId::parse("res-1").unwrap_or_else(|e| panic!("{e}"))
-}
-
 async fn connect(database: &TestDatabase) -> PostgresStore {
     let store = PostgresStore::connect(database.url(), test_options()).await;
     let store = store.unwrap_or_else(|e| panic!("cannot open the PostgreSQL store: {e}"));
-    for _ in 0..500 {
-        if store.bound_keys().is_complete() {
-            return store;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the bound keys were not loaded within 5 s");
+    bound_keys_loaded(store.bound_keys()).await;
+    store
 }
 
 #[tokio::test]
 async fn keys_bound_before_a_server_connects_are_known_to_it_once_loaded() {
     let Some(database) = TestDatabase::create().await else { return };
-    let (scope, now) = (scope(), Timestamp::from_millis(1_700_000_000_000));
+    let (scope, now) = (scope("REF30", "TempPass"), Timestamp::from_millis(1_700_000_000_000));
     // More than one chunk of the loader's walk (10,000 keys).
     let devices: Vec<DeviceId> = (0..12_000).map(|n| device(&format!("device-{n}"))).collect();
     let first = connect(&database).await;
@@ -90,7 +62,7 @@ async fn keys_bound_before_a_server_connects_are_known_to_it_once_loaded() {
         let (first, scope) = (&first, &scope);
         async move {
             for device in chunk {
-                let permit = first.authorize(lookup(scope, device), &basic_rule(), &resource(), now).await;
+                let permit = first.authorize(lookup(scope, device), &basic_rule("4h"), &resource("res-1"), now).await;
                 assert_eq!(permit.unwrap_or_else(|e| panic!("authorize: {e}")).decision, Ok(()));
             }
         }
@@ -110,15 +82,16 @@ async fn keys_bound_before_a_server_connects_are_known_to_it_once_loaded() {
 #[tokio::test]
 async fn a_device_another_server_bound_after_this_one_connected_continues_its_trial_here() {
     let Some(database) = TestDatabase::create().await else { return };
-    let (scope, device, now) = (scope(), device("device-1"), Timestamp::from_millis(1_700_000_000_000));
+    let (scope, device, now) =
+        (scope("REF30", "TempPass"), device("device-1"), Timestamp::from_millis(1_700_000_000_000));
     let here = connect(&database).await;
     let there = connect(&database).await;
-    let permit = there.authorize(lookup(&scope, &device), &basic_rule(), &resource(), now).await;
+    let permit = there.authorize(lookup(&scope, &device), &basic_rule("4h"), &resource("res-1"), now).await;
     let trial = permit.unwrap_or_else(|e| panic!("authorize: {e}")).trial;
     assert!(!here.bound_keys().may_all_be_bound(lookup(&scope, &device)), "this server learnt the key");
 
     let later = Timestamp::from_millis(now.as_millis() + 60_000);
-    let again = here.authorize(lookup(&scope, &device), &basic_rule(), &resource(), later).await;
+    let again = here.authorize(lookup(&scope, &device), &basic_rule("4h"), &resource("res-1"), later).await;
     let again = again.unwrap_or_else(|e| panic!("authorize: {e}"));
     assert_eq!(again.decision, Ok(()));
     assert_eq!(again.trial, trial, "a key this server's filter did not know started a second trial");

@@ -4,11 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use temppass_core::{
-    DeviceId, DurationMs, MvpdId, ResourceId, Rule, RuleKind, RuleScope, ServiceProviderId, Timestamp,
-};
-use temppass_store::conformance::StoreWithGuard;
-use temppass_store::{Store, TrialLookup};
+use temppass_core::{DeviceId, ResourceId, Rule, RuleScope, Timestamp};
+use temppass_store::Store;
+use temppass_store::conformance::{StoreWithGuard, bound_keys_loaded, device_id as device, device_lookup as lookup};
 use temppass_store_sqlite::{SqliteOptions, SqliteStore};
 
 fn open(path: &Path) -> SqliteStore {
@@ -28,41 +26,17 @@ mod conformance {
     temppass_store::conformance_tests!(fresh_sqlite_store);
 }
 
+/// The scope, rule and resource of these tests.
 fn scope() -> RuleScope {
-    RuleScope {
-        service_provider: ServiceProviderId::parse("REF30").unwrap_or_else(|e| panic!("{e}")),
-        mvpd: MvpdId::parse("flexibleTempPass").unwrap_or_else(|e| panic!("{e}")),
-    }
-}
-
-fn device(raw: &str) -> DeviceId {
-    DeviceId::parse(raw).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn lookup<'a>(scope: &'a RuleScope, device: &'a DeviceId) -> TrialLookup<'a> {
-    TrialLookup { scope, device, identity: None, valid_since: Timestamp::from_millis(i64::MIN) }
+    temppass_store::conformance::scope("REF30", "flexibleTempPass")
 }
 
 fn promotional_rule() -> Rule {
-    Rule {
-        kind: RuleKind::Promotional { max_resources: 2, identity_key: "email".into() },
-        ttl: DurationMs::parse("4h").unwrap_or_else(|e| panic!("{e}")),
-        reset: None,
-    }
+    temppass_store::conformance::promotional_rule(2, "4h")
 }
 
 fn resource() -> ResourceId {
-    ResourceId::parse("res-1").unwrap_or_else(|e| panic!("{e}"))
-}
-
-async fn wait_until_bound_keys_are_loaded(store: &SqliteStore) {
-    for _ in 0..500 {
-        if store.bound_keys().is_complete() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("the bound keys were not loaded within 5 s");
+    temppass_store::conformance::resource("res-1")
 }
 
 #[tokio::test]
@@ -105,7 +79,7 @@ async fn keys_bound_before_reopening_are_known_once_loaded_and_others_are_not() 
     drop(store);
 
     let store = open(&path);
-    wait_until_bound_keys_are_loaded(&store).await;
+    bound_keys_loaded(store.bound_keys()).await;
     let forgotten = devices.iter().filter(|d| !store.bound_keys().may_all_be_bound(lookup(&scope, d))).count();
     assert_eq!(forgotten, 0, "bound keys the reopened store does not know");
     let new_devices = (0..1_000).filter(|n| {
@@ -124,7 +98,7 @@ async fn a_device_bound_behind_the_filters_back_is_still_found_by_the_write() {
     // Two stores on one file: the second never sees the first's keys.
     let first = open(&path);
     let second = open(&path);
-    wait_until_bound_keys_are_loaded(&second).await;
+    bound_keys_loaded(second.bound_keys()).await;
     let permit = first.authorize(lookup(&scope, &device), &promotional_rule(), &resource(), now).await;
     let trial = permit.unwrap_or_else(|e| panic!("authorize: {e}")).trial;
     assert!(!second.bound_keys().may_all_be_bound(lookup(&scope, &device)), "the second store learnt the key");
