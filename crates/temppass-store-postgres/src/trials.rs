@@ -65,6 +65,29 @@ const LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1
 // `unnest` yields the array in order, so the locks are taken in the (sorted) order given.
 const LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k";
 
+/// One branch of [`FIND`]: the binding of kind `$kind` whose key is parameter `$key`.
+macro_rules! find_branch {
+    ($kind:literal, $key:literal) => {
+        concat!(
+            "SELECT ",
+            $kind,
+            "::smallint AS kind, b.trial_id,
+                    COALESCE(b.generation = COALESCE(g.generation, 0) AND t.started_at_ms >= $5, false) AS valid,
+                    t.started_at_ms, t.expires_at_ms, t.used_resources
+             FROM bindings b
+             LEFT JOIN generations g ON g.service_provider = $1 AND g.mvpd = $2 AND g.key_kind = ",
+            $kind,
+            "
+             LEFT JOIN trials t ON t.id = b.trial_id
+             WHERE b.service_provider = $1 AND b.mvpd = $2 AND b.key_kind = ",
+            $kind,
+            " AND b.key = ",
+            $key,
+            "::text"
+        )
+    };
+}
+
 /// The bindings of a device and (optionally) an identity, whatever their
 /// generation, with their trials: $1 service provider, $2 mvpd, $3 device id,
 /// $4 identity hash or NULL, $5 valid since (ms). One statement: per key, one
@@ -76,22 +99,7 @@ const LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bi
 /// join against a `VALUES` list of both keys was planned as a scan of every
 /// binding of the service provider and MVPD, filtered by key: O(trials) per
 /// request until an ANALYZE, found by `bench/load` on a database without autovacuum.)
-const FIND: &str = "
-    SELECT 0::smallint AS kind, b.trial_id,
-           COALESCE(b.generation = COALESCE(g.generation, 0) AND t.started_at_ms >= $5, false) AS valid,
-           t.started_at_ms, t.expires_at_ms, t.used_resources
-    FROM bindings b
-    LEFT JOIN generations g ON g.service_provider = $1 AND g.mvpd = $2 AND g.key_kind = 0
-    LEFT JOIN trials t ON t.id = b.trial_id
-    WHERE b.service_provider = $1 AND b.mvpd = $2 AND b.key_kind = 0 AND b.key = $3::text
-    UNION ALL
-    SELECT 1::smallint AS kind, b.trial_id,
-           COALESCE(b.generation = COALESCE(g.generation, 0) AND t.started_at_ms >= $5, false) AS valid,
-           t.started_at_ms, t.expires_at_ms, t.used_resources
-    FROM bindings b
-    LEFT JOIN generations g ON g.service_provider = $1 AND g.mvpd = $2 AND g.key_kind = 1
-    LEFT JOIN trials t ON t.id = b.trial_id
-    WHERE b.service_provider = $1 AND b.mvpd = $2 AND b.key_kind = 1 AND b.key = $4::text";
+const FIND: &str = concat!(find_branch!("0", "$3"), " UNION ALL ", find_branch!("1", "$4"));
 
 /// Locks, in id order, the trials the keys of [`FIND`] point to ($1–$4 as there).
 const LOCK_TRIALS: &str = "
