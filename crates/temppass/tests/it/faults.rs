@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 use temppass_store_postgres::testing::TestDatabase;
 
-use crate::support::{Sandbox, access_token, device};
+use crate::support::{Sandbox, access_token, authorize_request, authorize_url, device};
 
 /// The promotional rule of the sandbox (`flexibleTempPass`) allows this many resources.
 const MAX_RESOURCES: usize = 2;
@@ -33,14 +33,7 @@ async fn try_authorize(
     identity: Option<&str>,
     resource: &str,
 ) -> Option<(u16, Value)> {
-    let mut request = client
-        .post(format!("{base}/api/v2/REF30/decisions/authorize/{mvpd}"))
-        .bearer_auth(token)
-        .header("AP-Device-Identifier", device(device_id))
-        .json(&serde_json::json!({ "resources": [resource] }));
-    if let Some(identity) = identity {
-        request = request.header("AP-TempPass-Identity", identity);
-    }
+    let request = authorize_request(client, &authorize_url(base, "REF30", mvpd), token, device_id, identity, resource);
     let response = request.send().await.ok()?;
     let status = response.status().as_u16();
     let body = response.json::<Value>().await.ok()?;

@@ -11,7 +11,8 @@ use serde_json::Value;
 use temppass_store_postgres::testing::{TcpProxy, TestDatabase, with_address};
 
 use crate::support::{
-    Sandbox, Server, access_token, authorize, configuration_is_refused_within_five_seconds, device, json,
+    Sandbox, Server, access_token, authorize, authorize_request, authorize_url,
+    configuration_is_refused_within_five_seconds, device, json,
 };
 
 const BOTH_SCOPES: [&str; 2] = ["api:client:v2", "temporary:passes:owner"];
@@ -63,18 +64,10 @@ fn identity(email: &str) -> String {
 }
 
 async fn authorize_promotional(base: &str, token: &str, device_id: &str, email: &str, resource: &str) -> Value {
-    let (status, body) = json(
-        reqwest::Client::new()
-            .post(format!("{base}/api/v2/REF30/decisions/authorize/flexibleTempPass"))
-            .bearer_auth(token)
-            .header("AP-Device-Identifier", device(device_id))
-            .header("AP-TempPass-Identity", identity(email))
-            .json(&serde_json::json!({ "resources": [resource] }))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("authorize: {e}")),
-    )
-    .await;
+    let url = authorize_url(base, "REF30", "flexibleTempPass");
+    let identity = identity(email);
+    let request = authorize_request(&reqwest::Client::new(), &url, token, device_id, Some(&identity), resource);
+    let (status, body) = json(request.send().await.unwrap_or_else(|e| panic!("authorize: {e}"))).await;
     assert_eq!(status, 200, "{body}");
     body
 }

@@ -208,17 +208,34 @@ fn serde_urlencoded(pairs: &[(&str, &str)]) -> String {
 }
 
 pub async fn authorize(base: &str, token: &str, sp: &str, device_id: &str, resource: &str) -> (u16, Value) {
-    json(
-        reqwest::Client::new()
-            .post(format!("{base}/api/v2/{sp}/decisions/authorize/TempPass"))
-            .bearer_auth(token)
-            .header("AP-Device-Identifier", device(device_id))
-            .json(&serde_json::json!({ "resources": [resource] }))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("authorize: {e}")),
-    )
-    .await
+    let url = authorize_url(base, sp, "TempPass");
+    let request = authorize_request(&reqwest::Client::new(), &url, token, device_id, None, resource);
+    json(request.send().await.unwrap_or_else(|e| panic!("authorize: {e}"))).await
+}
+
+pub fn authorize_url(base: &str, sp: &str, mvpd: &str) -> String {
+    format!("{base}/api/v2/{sp}/decisions/authorize/{mvpd}")
+}
+
+/// An authorization of one resource, with the identity header (already
+/// encoded) when given: built, not sent.
+pub fn authorize_request(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    device_id: &str,
+    identity: Option<&str>,
+    resource: &str,
+) -> reqwest::RequestBuilder {
+    let request = client
+        .post(url)
+        .bearer_auth(token)
+        .header("AP-Device-Identifier", device(device_id))
+        .json(&serde_json::json!({ "resources": [resource] }));
+    match identity {
+        Some(identity) => request.header("AP-TempPass-Identity", identity),
+        None => request,
+    }
 }
 
 /// SPEC.md §6: a revoked application's token is refused within 5 s (a server may
