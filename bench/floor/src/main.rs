@@ -2,28 +2,31 @@
 //! the same HTTP stack as temppass (tokio multi-thread runtime, axum, hyper).
 //!
 //! - `GET /health`: the cheapest JSON answer, as in temppass.
-//! - `POST /read`: parse the device header and the JSON body, one SQLite point
-//!   read of a trial row (WAL, a reader connection per worker thread, a cached
-//!   prepared statement), one Ed25519 signature of a media-token-sized claim
-//!   set, and a JSON answer of an authorize's size.
+//! - `POST /read`: parse the device header and the JSON body, one point read
+//!   of a trial row, one Ed25519 signature of a media-token-sized claim set,
+//!   and a JSON answer of an authorize's size.
 //! - `POST /write`: the same with one upsert instead of the read: the floor of
-//!   a first-use authorize. Upserts queue to one writer thread that commits
-//!   every upsert waiting in one transaction (`synchronous=NORMAL`), the
-//!   cheapest way SQLite's single writer can take them.
+//!   a first-use authorize. Upserts are taken together in batches, the
+//!   cheapest way a store can commit them.
+//!
+//! The store is SQLite (`--data DIR`, [`sqlite`]) unless `--postgres URL`
+//! names a PostgreSQL database ([`postgres`]): the floor of the machine, and
+//! the floor of a PostgreSQL store on it.
 //!
 //! `bench/load` runs this beside `temppass serve` and prints each temppass
 //! figure as a ratio of its floor. The code is the cheapest honest version of
 //! each step, not a model of temppass: no pool lock, no trait objects, no
 //! savepoints, no bearer check, no rules.
 //!
-//! Usage: `floor --listen 127.0.0.1:PORT --data DIR [--rows N]`
+//! Usage: `floor --listen 127.0.0.1:PORT (--data DIR | --postgres URL) [--rows N]`
 
-use std::cell::RefCell;
+mod postgres;
+mod sqlite;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -34,23 +37,23 @@ use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::{Signer, SigningKey};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-/// The database file, set once at start; reader connections open it lazily per thread.
-static DATABASE: OnceLock<PathBuf> = OnceLock::new();
+/// An upsert for a writer: the device, and where to send its trial's expiry once committed.
+type Upsert = (String, tokio::sync::oneshot::Sender<Result<i64, String>>);
 
-thread_local! {
-    static READER: RefCell<Option<Connection>> = const { RefCell::new(None) };
+/// Upserts taken together at most: one transaction or one statement.
+const BATCH: usize = 64;
+
+enum Store {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
 }
-
-/// An upsert for the writer thread: the device, and where to send its trial's expiry.
-type Upsert = (String, tokio::sync::oneshot::Sender<rusqlite::Result<i64>>);
 
 #[derive(Clone)]
 struct Floor {
     key: Arc<SigningKey>,
-    writes: mpsc::Sender<Upsert>,
+    store: Arc<Store>,
 }
 
 #[derive(Deserialize)]
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
 fn run() -> Result<(), String> {
     let mut listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8081));
     let mut data = PathBuf::from("floor-data");
+    let mut postgres_url = None;
     let mut rows: u64 = 1_000;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -100,57 +104,27 @@ fn run() -> Result<(), String> {
         match arg.as_str() {
             "--listen" => listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
             "--data" => data = PathBuf::from(value()?),
+            "--postgres" => postgres_url = Some(value()?),
             "--rows" => rows = value()?.parse().map_err(|e| format!("--rows: {e}"))?,
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    std::fs::create_dir_all(&data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
-    let path = data.join("floor.db");
-    let writer = open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    seed(&writer, rows).map_err(|e| format!("cannot seed: {e}"))?;
-    let _ = DATABASE.set(path);
-    let (writes, queue) = mpsc::channel();
-    std::thread::spawn(move || write_in_batches(&writer, &queue));
-    let floor = Floor { key: Arc::new(SigningKey::from_bytes(&[7; 32])), writes };
-    let app = Router::new()
-        .route("/health", get(health))
-        .route("/read", post(read))
-        .route("/write", post(write))
-        .with_state(floor);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(async {
+        let store = match postgres_url {
+            Some(url) => Store::Postgres(postgres::Postgres::open(&url, rows).await?),
+            None => Store::Sqlite(sqlite::Sqlite::open(&data, rows)?),
+        };
+        let floor = Floor { key: Arc::new(SigningKey::from_bytes(&[7; 32])), store: Arc::new(store) };
+        let app = Router::new()
+            .route("/health", get(health))
+            .route("/read", post(read))
+            .route("/write", post(write))
+            .with_state(floor);
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen: {e}"))?;
         println!("floor listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
         axum::serve(listener, app).await.map_err(|e| e.to_string())
     })
-}
-
-fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
-    let connection = Connection::open(path)?;
-    connection.pragma_update(None, "journal_mode", "wal")?;
-    connection.pragma_update(None, "synchronous", "normal")?;
-    connection.busy_timeout(std::time::Duration::from_secs(2))?;
-    Ok(connection)
-}
-
-/// Rows `device-0` … `device-{rows-1}`, each an active trial: the keys `/read` finds.
-fn seed(connection: &Connection, rows: u64) -> rusqlite::Result<()> {
-    connection.execute_batch(
-        "CREATE TABLE IF NOT EXISTS trials (
-             key TEXT PRIMARY KEY, started_at_ms INTEGER NOT NULL, expires_at_ms INTEGER NOT NULL
-         ) WITHOUT ROWID;
-         BEGIN;",
-    )?;
-    let expires = now_ms() + 86_400_000;
-    let mut insert = connection.prepare(
-        "INSERT INTO trials (key, started_at_ms, expires_at_ms) VALUES (?1, ?2, ?3)
-         ON CONFLICT (key) DO UPDATE SET expires_at_ms = excluded.expires_at_ms",
-    )?;
-    for n in 0..rows {
-        insert.execute(params![format!("device-{n}"), now_ms(), expires])?;
-    }
-    drop(insert);
-    connection.execute_batch("COMMIT;")
 }
 
 #[allow(clippy::disallowed_methods)] // the floor reads the clock itself; it has no rules to keep pure
@@ -211,22 +185,14 @@ async fn read(axum::extract::State(floor): axum::extract::State<Floor>, headers:
         Ok(parsed) => parsed,
         Err(failure) => return failure.into_response(),
     };
-    let found = READER.with(|cell| -> rusqlite::Result<Option<i64>> {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            let path = DATABASE.get().ok_or(rusqlite::Error::InvalidQuery)?;
-            *slot = Some(open(path)?);
-        }
-        let Some(connection) = slot.as_ref() else { return Err(rusqlite::Error::InvalidQuery) };
-        connection
-            .prepare_cached("SELECT expires_at_ms FROM trials WHERE key = ?1")?
-            .query_row([&device], |row| row.get(0))
-            .optional()
-    });
+    let found = match &*floor.store {
+        Store::Sqlite(store) => store.read(&device),
+        Store::Postgres(store) => store.read(&device).await,
+    };
     match found {
         Ok(Some(expires_at_ms)) => answer(&floor.key, resource, expires_at_ms),
         Ok(None) => (StatusCode::FORBIDDEN, "no trial").into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(error) => failed(&error),
     }
 }
 
@@ -235,41 +201,18 @@ async fn write(axum::extract::State(floor): axum::extract::State<Floor>, headers
         Ok(parsed) => parsed,
         Err(failure) => return failure.into_response(),
     };
-    let (reply, written) = tokio::sync::oneshot::channel();
-    if floor.writes.send((device, reply)).is_err() {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
-    match written.await {
-        Ok(Ok(expires_at_ms)) => answer(&floor.key, resource, expires_at_ms),
-        _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    let written = match &*floor.store {
+        Store::Sqlite(store) => store.write(device).await,
+        Store::Postgres(store) => store.write(device).await,
+    };
+    match written {
+        Ok(expires_at_ms) => answer(&floor.key, resource, expires_at_ms),
+        Err(error) => failed(&error),
     }
 }
 
-/// Takes every upsert waiting (up to 64), commits them in one transaction, then answers them.
-fn write_in_batches(connection: &Connection, queue: &mpsc::Receiver<Upsert>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        batch.extend(queue.try_iter().take(63));
-        let expires_at_ms = now_ms() + 600_000;
-        let written = (|| -> rusqlite::Result<()> {
-            connection.execute_batch("BEGIN IMMEDIATE")?;
-            let mut upsert = connection.prepare_cached(
-                "INSERT INTO trials (key, started_at_ms, expires_at_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (key) DO UPDATE SET expires_at_ms = expires_at_ms",
-            )?;
-            for (device, _) in &batch {
-                upsert.execute(params![device, now_ms(), expires_at_ms])?;
-            }
-            connection.execute_batch("COMMIT")
-        })();
-        if written.is_err() && !connection.is_autocommit() {
-            let _ = connection.execute_batch("ROLLBACK");
-        }
-        for (_, reply) in batch {
-            let _ = reply.send(match &written {
-                Ok(()) => Ok(expires_at_ms),
-                Err(_) => Err(rusqlite::Error::InvalidQuery),
-            });
-        }
-    }
+/// A 500 whose reason is printed: a floor that fails is not measuring anything.
+fn failed(error: &str) -> Response {
+    eprintln!("floor: {error}");
+    StatusCode::INTERNAL_SERVER_ERROR.into_response()
 }
