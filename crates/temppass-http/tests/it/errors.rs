@@ -507,6 +507,23 @@ async fn a_store_that_does_not_answer_in_time_gives_internal_server_error_with_r
 }
 
 #[tokio::test]
+async fn a_request_that_outlives_the_request_deadline_gives_internal_server_error_with_retry() {
+    let mut settings = settings();
+    // The store's own deadline is out of reach: only the request's can answer.
+    settings.limits.store_timeout = Duration::from_secs(3600);
+    settings.limits.request_timeout = Duration::from_millis(50);
+    let app = TestApp::build(settings, |store| Arc::new(StoreThatHangsOnAuthorize(store))).await;
+
+    let answered =
+        tokio::time::timeout(Duration::from_secs(30), app.authorize(BASIC, "device-1", &["channel-1"]).send());
+    let Ok(reply) = answered.await else { panic!("no answer: the request deadline did not answer for the store") };
+
+    reply.assert_error(500, "internal_server_error", "retry");
+    assert!(!reply.text.to_lowercase().contains("timed out"), "the body leaks the cause: {}", reply.text);
+    app.profile(BASIC, "device-1").send().await.profile(BASIC);
+}
+
+#[tokio::test]
 async fn an_empty_mvpd_segment_is_invalid_parameter_mvpd() {
     let app = TestApp::new().await;
     let body = serde_json::json!({ "resources": ["res"] });
