@@ -1,50 +1,155 @@
 //! Browser access (SPEC.md §11): CORS for the origins of the service
 //! providers' `domains`, and loopback origins when the server listens on loopback.
 //!
-//! Other origins get no CORS headers at all, so a browser refuses to hand
-//! them the response. The reset API is for back ends and gets none either.
+//! Other origins get no CORS headers at all (only `Vary`), so a browser
+//! refuses to hand them the response. The reset API is for back ends and
+//! gets none either.
+//!
+//! A layer of its own rather than `tower_http::cors`: that one clones its
+//! whole configuration and builds its `Vary` value for every request, a share
+//! of an authorize that `bench/load` can see. Here the policy is shared and
+//! every header value is made once. Every `OPTIONS` request is a preflight,
+//! answered here with 200 and no body, as tower-http does.
 
-use std::time::Duration;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use axum::http::{HeaderName, HeaderValue, Method, header};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::response::Response;
+use tower::{Layer, Service};
 
 use crate::settings::Settings;
 
-/// The request headers of SPEC.md §4 that a browser app may send.
-/// Headers that Adobe's clients send and temppass ignores are allowed too, so
-/// an existing app's preflight does not fail on them.
-const ALLOWED_HEADERS: [&str; 11] = [
-    "authorization",
-    "content-type",
-    "accept",
-    "ap-device-identifier",
-    "x-device-info",
-    "ap-temppass-identity",
-    "ap-visitor-identifier",
-    "ap-partner-framework-status",
-    "adobe-subject-token",
-    "ad-service-token",
-    "x-roku-reserved-roku-connect-token",
-];
+/// The request headers of SPEC.md §4 that a browser app may send, as one
+/// `Access-Control-Allow-Headers` value. Headers that Adobe's clients send and
+/// temppass ignores are allowed too, so an existing app's preflight does not
+/// fail on them.
+const ALLOWED_HEADERS: &str = "authorization,content-type,accept,ap-device-identifier,x-device-info,\
+ap-temppass-identity,ap-visitor-identifier,ap-partner-framework-status,adobe-subject-token,ad-service-token,\
+x-roku-reserved-roku-connect-token";
+
+/// A preflight's answer is cached by the browser this long (seconds).
+const MAX_AGE_SECONDS: &str = "600";
+
+/// What every response carries: the answer depends on these request headers.
+const VARY: &str = "origin, access-control-request-method, access-control-request-headers";
 
 pub(crate) fn layer(settings: &Settings) -> CorsLayer {
-    let domains: Vec<String> = settings
+    let domains = settings
         .service_providers
         .iter()
         .flat_map(|sp| sp.domains.iter())
         .map(|domain| domain.trim().trim_end_matches('.').to_ascii_lowercase())
         .filter(|domain| !domain.is_empty())
         .collect();
-    let loopback = settings.allow_loopback_origins;
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
-            origin.to_str().is_ok_and(|origin| is_allowed(origin, &domains, loopback))
-        }))
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers(ALLOWED_HEADERS.map(HeaderName::from_static))
-        .expose_headers([header::WWW_AUTHENTICATE])
-        .max_age(Duration::from_secs(600))
+    CorsLayer { policy: Arc::new(Policy { domains, loopback: settings.allow_loopback_origins }) }
+}
+
+struct Policy {
+    domains: Vec<String>,
+    loopback: bool,
+}
+
+impl Policy {
+    /// The request's `Origin`, if it is one this server lets browsers read answers from.
+    fn allowed_origin(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+        let origin = headers.get(header::ORIGIN)?;
+        let allowed = origin.to_str().is_ok_and(|origin| is_allowed(origin, &self.domains, self.loopback));
+        allowed.then(|| origin.clone())
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct CorsLayer {
+    policy: Arc<Policy>,
+}
+
+impl<S> Layer<S> for CorsLayer {
+    type Service = Cors<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Cors { inner, policy: Arc::clone(&self.policy) }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Cors<S> {
+    inner: S,
+    policy: Arc<Policy>,
+}
+
+impl<S> Service<Request> for Cors<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = CorsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let origin = self.policy.allowed_origin(request.headers());
+        if request.method() == Method::OPTIONS {
+            return CorsFuture::Preflight { response: Some(preflight(origin)) };
+        }
+        CorsFuture::Call { future: self.inner.call(request), origin }
+    }
+}
+
+fn preflight(origin: Option<HeaderValue>) -> Response {
+    let mut response = Response::new(Body::empty());
+    let headers = response.headers_mut();
+    headers.insert(header::VARY, HeaderValue::from_static(VARY));
+    if let Some(origin) = origin {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET,POST"));
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(ALLOWED_HEADERS));
+        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static(MAX_AGE_SECONDS));
+    }
+    response
+}
+
+pin_project_lite::pin_project! {
+    #[project = CorsFutureProjection]
+    pub(crate) enum CorsFuture<F> {
+        Preflight { response: Option<Response> },
+        Call { #[pin] future: F, origin: Option<HeaderValue> },
+    }
+}
+
+impl<F> Future for CorsFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CorsFutureProjection::Preflight { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Pending,
+            },
+            CorsFutureProjection::Call { future, origin } => {
+                let Ok(mut response) = std::task::ready!(future.poll(cx));
+                let headers = response.headers_mut();
+                // A handler's own Vary values stay.
+                headers.append(header::VARY, HeaderValue::from_static(VARY));
+                if let Some(origin) = origin.take() {
+                    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                    headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("www-authenticate"));
+                }
+                Poll::Ready(Ok(response))
+            }
+        }
+    }
 }
 
 /// `https://app.example.com` is allowed by the domain `example.com`; so is `http://example.com`.
@@ -75,6 +180,16 @@ mod tests {
 
     fn domains() -> Vec<String> {
         vec!["example.com".into()]
+    }
+
+    #[test]
+    fn the_allowed_headers_are_lowercase_names_separated_by_commas() {
+        let names: Vec<&str> = ALLOWED_HEADERS.split(',').collect();
+        assert_eq!(names.len(), 11, "{ALLOWED_HEADERS}");
+        for name in names {
+            assert!(axum::http::HeaderName::from_bytes(name.as_bytes()).is_ok(), "{name:?}");
+            assert_eq!(name, name.trim().to_ascii_lowercase(), "{name:?}");
+        }
     }
 
     #[test]

@@ -15,8 +15,22 @@ fn preflight(app: &TestApp, path: &str, origin: &str) -> Call {
         )
 }
 
+fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
+    reply.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
 fn allow_origin(reply: &Reply) -> Option<&str> {
-    reply.headers.get("access-control-allow-origin").and_then(|v| v.to_str().ok())
+    header(reply, "access-control-allow-origin")
+}
+
+/// The names of the response's `access-control-*` headers.
+fn cors_headers(reply: &Reply) -> Vec<String> {
+    reply
+        .headers
+        .keys()
+        .map(|name| name.as_str().to_owned())
+        .filter(|name| name.starts_with("access-control-"))
+        .collect()
 }
 
 #[tokio::test]
@@ -36,6 +50,9 @@ async fn a_preflight_from_a_configured_domain_allows_the_headers_of_the_api() {
             for header in ["authorization", "content-type", "ap-device-identifier", "ap-temppass-identity"] {
                 assert!(allowed.contains(header), "{header} not allowed: {allowed}");
             }
+            assert_eq!(header(&reply, "access-control-allow-methods"), Some("GET,POST"), "{origin} {path}");
+            assert_eq!(header(&reply, "access-control-max-age"), Some("600"), "{origin} {path}");
+            assert!(header(&reply, "vary").is_some_and(|v| v.contains("origin")), "{origin} {path}");
         }
     }
 }
@@ -47,6 +64,8 @@ async fn an_api_response_to_a_configured_origin_carries_its_cors_header() {
         app.get(&format!("/api/v2/{SP}/configuration")).header("origin", "https://other.example.com").send().await;
     reply.assert_ok_json();
     assert_eq!(allow_origin(&reply), Some("https://other.example.com"));
+    assert_eq!(header(&reply, "access-control-expose-headers"), Some("www-authenticate"));
+    assert!(header(&reply, "vary").is_some_and(|v| v.contains("origin")), "{:?}", reply.headers);
 }
 
 #[tokio::test]
@@ -54,9 +73,11 @@ async fn any_other_origin_gets_no_cors_headers() {
     let app = TestApp::new().await;
     for origin in ["https://evil.test", "https://example.com.evil.test", "https://notexample.com", "null"] {
         let reply = preflight(&app, &format!("/api/v2/{SP}/configuration"), origin).send().await;
-        assert_eq!(allow_origin(&reply), None, "{origin}");
+        assert_eq!(cors_headers(&reply), Vec::<String>::new(), "{origin}");
         let reply = app.get(&format!("/api/v2/{SP}/configuration")).header("origin", origin).send().await;
-        assert_eq!(allow_origin(&reply), None, "{origin}");
+        reply.assert_ok_json();
+        assert_eq!(cors_headers(&reply), Vec::<String>::new(), "{origin}");
+        assert!(header(&reply, "vary").is_some_and(|v| v.contains("origin")), "a cache must not mix origins");
     }
 }
 
