@@ -61,7 +61,14 @@ const MAX_ATTEMPTS: usize = 8;
 
 const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 const COMMIT: &str = "COMMIT";
-const LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::bigint[]) AS k";
+/// The locks of an authorization in one statement: the generations' shared
+/// ($1), then the keys' exclusive ($2). An `Append` runs its branches in
+/// order and `unnest` yields each array in order, so the global lock order
+/// holds. One statement instead of two: a first use runs six, not seven.
+const LOCK_SHARED_THEN_EXCLUSIVE: &str = "
+    SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::bigint[]) AS k
+    UNION ALL
+    SELECT pg_advisory_xact_lock(k) FROM unnest($2::bigint[]) AS k";
 // `unnest` yields the array in order, so the locks are taken in the (sorted) order given.
 const LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k";
 
@@ -356,8 +363,7 @@ pub(crate) async fn authorize_without_write(
 struct AuthorizeStatements {
     begin: tokio_postgres::Statement,
     commit: tokio_postgres::Statement,
-    lock_shared: tokio_postgres::Statement,
-    lock_exclusive: tokio_postgres::Statement,
+    lock_keys: tokio_postgres::Statement,
     lock_trials: tokio_postgres::Statement,
     find: tokio_postgres::Statement,
     start: tokio_postgres::Statement,
@@ -373,8 +379,7 @@ impl AuthorizeStatements {
         Ok(Self {
             begin: conn.prepare(BEGIN).await?,
             commit: conn.prepare(COMMIT).await?,
-            lock_shared: conn.prepare(LOCK_SHARED).await?,
-            lock_exclusive: conn.prepare(LOCK_EXCLUSIVE).await?,
+            lock_keys: conn.prepare(LOCK_SHARED_THEN_EXCLUSIVE).await?,
             lock_trials: conn.prepare(LOCK_TRIALS).await?,
             find: conn.prepare(FIND).await?,
             start: conn.prepare(START).await?,
@@ -480,14 +485,13 @@ async fn authorize_once(
     let answers = conn
         .pipeline(&[
             (&s.begin, &[]),
-            (&s.lock_shared, &[&generation_locks]),
-            (&s.lock_exclusive, &[&key_locks]),
+            (&s.lock_keys, &[&generation_locks, &key_locks]),
             (&s.lock_trials, &all[..4]),
             (&s.find, &all),
         ])
         .await?;
-    let locked = answers[3].iter().map(|row| row.try_get::<_, i64>(0)).collect::<Result<BTreeSet<i64>, _>>()?;
-    let bindings = Bindings::from_rows(&answers[4])?;
+    let locked = answers[2].iter().map(|row| row.try_get::<_, i64>(0)).collect::<Result<BTreeSet<i64>, _>>()?;
+    let bindings = Bindings::from_rows(&answers[3])?;
     if bindings.trial_ids().any(|id| !locked.contains(&id)) {
         return Ok(Attempt::StartOver);
     }
