@@ -14,6 +14,7 @@
 mod connection;
 mod migrate;
 mod records;
+mod shared_reads;
 mod trials;
 
 #[cfg(feature = "testing")]
@@ -33,12 +34,16 @@ use temppass_store::{
 use tokio_postgres::NoTls;
 
 use connection::Conn;
+use shared_reads::SharedReads;
 
 /// How the PostgreSQL store connects.
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
-    /// Connections per server. PostgreSQL's `max_connections` (100 by
-    /// default) must cover this times the number of servers, plus the admin commands.
+    /// Pooled connections per server, for transactions and the reads off
+    /// the hot path. Each server also opens up to a quarter as many (one to
+    /// eight) for the trial lookups that share connections (see
+    /// `shared_reads.rs`). PostgreSQL's `max_connections` (100 by default)
+    /// must cover both, times the number of servers, plus the admin commands.
     pub pool_size: usize,
     /// Opening one connection (TCP and the start-up handshake).
     pub connect_timeout: Duration,
@@ -58,6 +63,8 @@ impl Default for PostgresOptions {
 /// The shared store: one PostgreSQL database, any number of servers.
 pub struct PostgresStore {
     pool: Pool,
+    /// The trial lookups that need no transaction.
+    shared: SharedReads,
     operation_timeout: Duration,
     reclaim_cursor: Mutex<trials::ReclaimCursor>,
     /// Keys bound through this server or found in the database when it
@@ -169,6 +176,7 @@ impl PostgresStore {
         config.options(server_options);
         let target = describe(&config);
 
+        let shared = SharedReads::new(config.clone(), target.clone(), (options.pool_size / 4).clamp(1, 8));
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
@@ -189,7 +197,14 @@ impl PostgresStore {
         // Room to grow by half before a restart plans a larger filter.
         let bound = Arc::new(BoundKeys::with_capacity(bindings + bindings / 2 + 1_000_000));
         tokio::spawn(load_bound_keys(pool.clone(), target.clone(), Arc::downgrade(&bound)));
-        Ok(Self { pool, operation_timeout: options.operation_timeout, reclaim_cursor: Mutex::default(), bound, target })
+        Ok(Self {
+            pool,
+            shared,
+            operation_timeout: options.operation_timeout,
+            reclaim_cursor: Mutex::default(),
+            bound,
+            target,
+        })
     }
 
     /// The filter of keys bound through this server, which lets a first authorization skip its read.
@@ -263,11 +278,7 @@ async fn load_bound_keys(pool: Pool, target: String, bound: Weak<BoundKeys>) {
 #[async_trait]
 impl Store for PostgresStore {
     async fn find_trial(&self, lookup: TrialLookup<'_>) -> Result<Option<Trial>, StoreError> {
-        self.within_deadline(async {
-            let mut conn = self.conn().await?;
-            Ok(trials::find(&mut conn, lookup).await?.merged())
-        })
-        .await
+        self.within_deadline(async { Ok(self.shared.find(lookup).await?.merged()) }).await
     }
 
     async fn authorize(
@@ -280,18 +291,20 @@ impl Store for PostgresStore {
         // The rule and the clock decide which trials count, whatever the caller passed.
         let lookup = TrialLookup { valid_since: rule.valid_since(now), ..lookup };
         self.within_deadline(async {
-            let mut conn = self.conn().await?;
             // Most authorizations continue a trial that needs no write: one
             // statement answers those — unless a key was never bound (as far
             // as this server knows), when the read could only find nothing.
+            // Linearizable: the statement reads one committed state, and an
+            // authorization that changes nothing may be ordered at that point.
             if self.bound.may_all_be_bound(lookup)
-                && let Some(outcome) = trials::authorize_without_write(&mut conn, lookup, rule, resource, now).await?
+                && let Some(outcome) =
+                    self.shared.find(lookup).await?.answer_without_write(lookup.identity.is_some(), rule, resource, now)
             {
                 return Ok(outcome);
             }
             // Before the write that may bind them, so that the filter never misses a key bound here.
             self.bound.insert_lookup(lookup);
-            trials::authorize(&mut conn, lookup, rule, resource, now).await
+            trials::authorize(&mut self.conn().await?, lookup, rule, resource, now).await
         })
         .await
     }

@@ -106,7 +106,7 @@ macro_rules! find_branch {
 /// join against a `VALUES` list of both keys was planned as a scan of every
 /// binding of the service provider and MVPD, filtered by key: O(trials) per
 /// request until an ANALYZE, found by `bench/load` on a database without autovacuum.)
-const FIND: &str = concat!(find_branch!("0", "$3"), " UNION ALL ", find_branch!("1", "$4"));
+pub(crate) const FIND: &str = concat!(find_branch!("0", "$3"), " UNION ALL ", find_branch!("1", "$4"));
 
 /// Locks, in id order, the trials the keys of [`FIND`] point to ($1–$4 as there).
 const LOCK_TRIALS: &str = "
@@ -332,28 +332,16 @@ impl<'a> LookupParams<'a> {
     }
 }
 
-async fn find_bindings(conn: &mut Conn, lookup: TrialLookup<'_>) -> Result<Bindings, StoreError> {
-    let params = LookupParams::new(lookup);
-    let rows = conn.query(FIND, &params.all()).await?;
-    Bindings::from_rows(&rows)
-}
-
-pub(crate) async fn find(conn: &mut Conn, lookup: TrialLookup<'_>) -> Result<FoundTrials, StoreError> {
-    Ok(find_bindings(conn, lookup).await?.found())
-}
-
-/// Answers an authorization that changes nothing (every key bound to one
-/// trial, and the resource needs no new slot) with one statement, or `None`
-/// when a write is needed. Linearizable: it reads one committed state, and an
-/// authorization that changes nothing may be ordered at that point.
-pub(crate) async fn authorize_without_write(
-    conn: &mut Conn,
+/// The trials of a lookup's keys: one statement, on a connection that other
+/// reads share (see `shared_reads.rs`); `find` is [`FIND`] prepared on it.
+pub(crate) async fn find(
+    client: &tokio_postgres::Client,
+    find: &tokio_postgres::Statement,
     lookup: TrialLookup<'_>,
-    rule: &Rule,
-    resource: &ResourceId,
-    now: Timestamp,
-) -> Result<Option<AuthorizeOutcome>, StoreError> {
-    Ok(find(conn, lookup).await?.answer_without_write(lookup.identity.is_some(), rule, resource, now))
+) -> Result<FoundTrials, StoreError> {
+    let params = LookupParams::new(lookup);
+    let rows = client.query(find, &params.all()).await.map_err(to_store_error)?;
+    Ok(Bindings::from_rows(&rows)?.found())
 }
 
 // --- authorizing ----------------------------------------------------------------

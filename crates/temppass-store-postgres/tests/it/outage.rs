@@ -170,3 +170,55 @@ async fn a_store_cut_off_from_postgres_fails_fast_as_unavailable_and_recovers_by
     let keys = store.signing_keys().await.unwrap_or_else(|e| panic!("signing_keys after the outage: {e}"));
     assert_eq!(keys, vec![key], "the signing keys changed across the outage");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_work_again_after_postgres_closes_the_connections_they_share() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let store = PostgresStore::connect(database.url(), short_timeouts())
+        .await
+        .unwrap_or_else(|e| panic!("cannot open the store: {e}"));
+    let fixture = Fixture::new();
+    let now = Timestamp::from_millis(1_700_000_000_000);
+    let first = store
+        .authorize(fixture.lookup(), &fixture.rule, &fixture.resource, now)
+        .await
+        .unwrap_or_else(|e| panic!("authorize: {e}"));
+    let trial = store.find_trial(fixture.lookup()).await.unwrap_or_else(|e| panic!("find_trial: {e}"));
+    assert_eq!(trial, first.trial);
+
+    // Every connection of the store is closed by PostgreSQL, as by a restart.
+    let (admin, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("admin connection: {e}"));
+    tokio::spawn(connection);
+    let terminated = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("pg_terminate_backend: {e}"));
+    assert!(!terminated.is_empty(), "the store held no connection");
+
+    // A lookup caught on a closed connection may fail, as Unavailable; the
+    // next ones find the trial on a new connection.
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(without_hanging("find_trial after the restart", store.find_trial(fixture.lookup())).await);
+    }
+    for answer in &answers[..1] {
+        if let Err(error) = answer {
+            assert!(matches!(error, StoreError::Unavailable(_)), "expected Unavailable, got {error:?}");
+        }
+    }
+    for answer in &answers[1..] {
+        assert_eq!(answer.as_ref().ok(), Some(&first.trial), "the lookup did not recover: {answers:?}");
+    }
+    let later = Timestamp::from_millis(now.as_millis() + 1_000);
+    let mut again = store.authorize(fixture.lookup(), &fixture.rule, &fixture.resource, later).await;
+    if matches!(again, Err(StoreError::Unavailable(_))) {
+        again = store.authorize(fixture.lookup(), &fixture.rule, &fixture.resource, later).await;
+    }
+    assert_eq!(again.ok(), Some(first), "authorize did not recover");
+}
