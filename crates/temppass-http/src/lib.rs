@@ -35,9 +35,10 @@ use crate::error::{ApiError, ErrorCode, json_bytes_response, json_response};
 /// The whole HTTP API.
 pub fn app(state: AppState) -> Router {
     let limits = state.settings().limits.clone();
+    let timeout = request_timeout::RequestTimeoutLayer { timeout: limits.request_timeout };
     // What a browser may call (SPEC.md §11); the reset API is for back ends.
     // Whole paths, not `nest("/api/v2", …)`: a nested router rebuilds every
-    // request's URI and routes it twice, a measurable share of an authorize.
+    // request's URI, a measurable share of an authorize.
     let browser = Router::new()
         .route("/api/v2/{sp}/configuration", get(api::configuration))
         .route("/api/v2/{sp}/sessions", post(api::create_session))
@@ -57,6 +58,8 @@ pub fn app(state: AppState) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         // Before the CORS layer, so a preflight is answered by CORS, not as a 405.
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside CORS, so a browser can read the `retry` of a request that timed out.
+        .layer(timeout)
         .layer(cors::layer(state.settings()));
     let demo = if state.settings().demo.is_some() { demo::routes() } else { Router::new() };
     let back_end = Router::new()
@@ -67,13 +70,13 @@ pub fn app(state: AppState) -> Router {
         .route("/reset-tempass/v2.1/reset/generic", delete(reset::reset_identities))
         .route("/reset-tempass/v2/reset", delete(reset::reset_devices_with_api_key))
         .route("/health", get(health))
-        .method_not_allowed_fallback(method_not_allowed);
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(timeout);
     Router::new()
         .merge(browser)
         .merge(back_end)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
-        .layer(request_timeout::RequestTimeoutLayer { timeout: limits.request_timeout })
         .with_state(state)
 }
 

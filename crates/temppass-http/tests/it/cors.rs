@@ -69,6 +69,20 @@ async fn an_api_response_to_a_configured_origin_carries_its_cors_header() {
 }
 
 #[tokio::test]
+async fn a_401_to_a_configured_origin_is_readable_with_its_www_authenticate() {
+    let app = TestApp::new().await;
+    let reply = app
+        .get(&format!("/api/v2/{SP}/configuration"))
+        .without_bearer()
+        .header("origin", "https://example.com")
+        .send()
+        .await;
+    reply.assert_status(401);
+    assert_eq!(allow_origin(&reply), Some("https://example.com"));
+    assert_eq!(header(&reply, "access-control-expose-headers"), Some("www-authenticate"));
+}
+
+#[tokio::test]
 async fn any_other_origin_gets_no_cors_headers() {
     let app = TestApp::new().await;
     for origin in ["https://evil.test", "https://example.com.evil.test", "https://notexample.com", "null"] {

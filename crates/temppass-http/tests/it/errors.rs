@@ -514,11 +514,13 @@ async fn a_request_that_outlives_the_request_deadline_gives_internal_server_erro
     settings.limits.request_timeout = Duration::from_millis(50);
     let app = TestApp::build(settings, |store| Arc::new(StoreThatHangsOnAuthorize(store))).await;
 
-    let answered =
-        tokio::time::timeout(Duration::from_secs(30), app.authorize(BASIC, "device-1", &["channel-1"]).send());
+    let call = app.authorize(BASIC, "device-1", &["channel-1"]).header("origin", "https://example.com");
+    let answered = tokio::time::timeout(Duration::from_secs(30), call.send());
     let Ok(reply) = answered.await else { panic!("no answer: the request deadline did not answer for the store") };
 
     reply.assert_error(500, "internal_server_error", "retry");
+    let allowed = reply.headers.get("access-control-allow-origin").and_then(|v| v.to_str().ok());
+    assert_eq!(allowed, Some("https://example.com"), "a browser cannot read this answer");
     assert!(!reply.text.to_lowercase().contains("timed out"), "the body leaks the cause: {}", reply.text);
     app.profile(BASIC, "device-1").send().await.profile(BASIC);
 }
