@@ -141,11 +141,14 @@ async fn admin(base_url: &str, statement: &str) {
 /// A TCP proxy on loopback in front of PostgreSQL. [`TcpProxy::cut`] closes
 /// every connection and refuses new ones (they are accepted and closed at
 /// once, as a server that is going down does); [`TcpProxy::restore`] lets
-/// them through again. Stops with the value.
+/// them through again. [`TcpProxy::stall`] silences the connections open
+/// now without closing them, as a partition or a fail-over does, while new
+/// ones pass. Stops with the value.
 pub struct TcpProxy {
     address: SocketAddr,
     open: Arc<AtomicBool>,
     cuts: watch::Sender<u64>,
+    stalls: watch::Sender<u64>,
     accept_task: tokio::task::JoinHandle<()>,
 }
 
@@ -155,8 +158,9 @@ impl TcpProxy {
         let address = listener.local_addr().unwrap_or_else(|e| panic!("proxy address: {e}"));
         let open = Arc::new(AtomicBool::new(true));
         let (cuts, _) = watch::channel(0u64);
-        let accept_task = tokio::spawn(accept(listener, upstream, Arc::clone(&open), cuts.clone()));
-        Self { address, open, cuts, accept_task }
+        let (stalls, _) = watch::channel(0u64);
+        let accept_task = tokio::spawn(accept(listener, upstream, Arc::clone(&open), cuts.clone(), stalls.clone()));
+        Self { address, open, cuts, stalls, accept_task }
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -172,6 +176,11 @@ impl TcpProxy {
     pub fn restore(&self) {
         self.open.store(true, Ordering::SeqCst);
     }
+
+    /// Stops forwarding on every connection open now, keeping it open and silent until a cut or the drop.
+    pub fn stall(&self) {
+        self.stalls.send_modify(|stalls| *stalls += 1);
+    }
 }
 
 impl Drop for TcpProxy {
@@ -181,7 +190,13 @@ impl Drop for TcpProxy {
     }
 }
 
-async fn accept(listener: TcpListener, upstream: SocketAddr, open: Arc<AtomicBool>, cuts: watch::Sender<u64>) {
+async fn accept(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    open: Arc<AtomicBool>,
+    cuts: watch::Sender<u64>,
+    stalls: watch::Sender<u64>,
+) {
     loop {
         let Ok((client, _)) = listener.accept().await else { continue };
         if !open.load(Ordering::SeqCst) {
@@ -190,6 +205,8 @@ async fn accept(listener: TcpListener, upstream: SocketAddr, open: Arc<AtomicBoo
         }
         let mut cut = cuts.subscribe();
         cut.mark_unchanged();
+        let mut stall = stalls.subscribe();
+        stall.mark_unchanged();
         let open = Arc::clone(&open);
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(upstream).await else { return };
@@ -200,6 +217,10 @@ async fn accept(listener: TcpListener, upstream: SocketAddr, open: Arc<AtomicBoo
             tokio::select! {
                 _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                 _ = cut.changed() => {}
+                _ = stall.changed() => {
+                    // Silent but open, until a cut or the proxy's end.
+                    let _ = cut.changed().await;
+                }
             }
             // Dropping both sockets closes them: the pool sees its connections end.
         });

@@ -222,3 +222,29 @@ async fn lookups_work_again_after_postgres_closes_the_connections_they_share() {
     }
     assert_eq!(again.ok(), Some(first), "authorize did not recover");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_connection_that_stops_answering_without_closing_is_replaced() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let proxy = TcpProxy::start(database.server_address().await).await;
+    let url = with_address(database.url(), proxy.address());
+    let store =
+        PostgresStore::connect(&url, short_timeouts()).await.unwrap_or_else(|e| panic!("cannot open the store: {e}"));
+    let fixture = Fixture::new();
+    let now = Timestamp::from_millis(1_700_000_000_000);
+    let first = store
+        .authorize(fixture.lookup(), &fixture.rule, &fixture.resource, now)
+        .await
+        .unwrap_or_else(|e| panic!("authorize: {e}"));
+    let trial = store.find_trial(fixture.lookup()).await.unwrap_or_else(|e| panic!("find_trial: {e}"));
+    assert_eq!(trial, first.trial);
+
+    // The connections open now go silent without closing; new ones get through.
+    proxy.stall();
+    let stalled = without_hanging("a lookup on a silent connection", store.find_trial(fixture.lookup())).await;
+    assert_unavailable(stalled, "a lookup on a silent connection");
+    let again = without_hanging("the lookup after it", store.find_trial(fixture.lookup()))
+        .await
+        .unwrap_or_else(|e| panic!("the silent connection was not replaced: {e}"));
+    assert_eq!(again, first.trial);
+}
