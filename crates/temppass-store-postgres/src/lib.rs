@@ -31,6 +31,7 @@ use temppass_store::{
     AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, BoundKeys, Client, ReclaimReport, Session, Store,
     StoreError, StoredSigningKey, TrialLookup,
 };
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
 use connection::Conn;
@@ -63,6 +64,8 @@ impl Default for PostgresOptions {
 /// The shared store: one PostgreSQL database, any number of servers.
 pub struct PostgresStore {
     pool: Pool,
+    /// Authorizations that write, waiting for a writer task (`write_in_batches`).
+    writes: mpsc::UnboundedSender<WriteRequest>,
     /// The trial lookups that need no transaction.
     shared: SharedReads,
     operation_timeout: Duration,
@@ -202,8 +205,15 @@ impl PostgresStore {
         // Room to grow by half before a restart plans a larger filter.
         let bound = Arc::new(BoundKeys::with_capacity(bindings + bindings / 2 + 1_000_000));
         tokio::spawn(load_bound_keys(pool.clone(), target.clone(), Arc::downgrade(&bound)));
+        let (writes, queue) = mpsc::unbounded_channel();
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        for _ in 0..(options.pool_size / 4).clamp(1, 8) {
+            let writer = Writer { pool: pool.clone(), target: target.clone(), deadline: options.operation_timeout };
+            tokio::spawn(writer.write_in_batches(Arc::clone(&queue)));
+        }
         Ok(Self {
             pool,
+            writes,
             shared,
             operation_timeout: options.operation_timeout,
             reclaim_cursor: Mutex::default(),
@@ -235,6 +245,56 @@ impl PostgresStore {
                 "PostgreSQL at {} did not answer within {:?}",
                 self.target, self.operation_timeout
             ))),
+        }
+    }
+}
+
+/// An authorization for a writer, and where its answer goes.
+type WriteRequest = (trials::WriteJob, oneshot::Sender<Result<AuthorizeOutcome, StoreError>>);
+
+/// Authorizations that one writer runs together at most.
+const WRITE_BATCH: usize = 32;
+
+/// A task that takes the authorizations waiting and runs them in as few
+/// transactions as it can (`trials::authorize_batch`): one commit, one WAL
+/// flush, for many first uses. Several run side by side, each with a pooled
+/// connection per batch, so one batch's commit does not hold back the next.
+struct Writer {
+    pool: Pool,
+    target: String,
+    /// The whole batch, as `operation_timeout` bounds one operation.
+    deadline: Duration,
+}
+
+impl Writer {
+    /// Runs until the store, and with it the queue's sender, is dropped.
+    async fn write_in_batches(self, queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<WriteRequest>>>) {
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        loop {
+            if queue.lock().await.recv_many(&mut batch, WRITE_BATCH).await == 0 {
+                return;
+            }
+            // A caller whose deadline passed is gone: nobody would hear its answer.
+            batch.retain(|(_, reply): &WriteRequest| !reply.is_closed());
+            let (jobs, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+            if jobs.is_empty() {
+                continue;
+            }
+            let run = async {
+                let mut conn = connection::get(&self.pool, &self.target).await?;
+                Ok(trials::authorize_batch(&mut conn, &jobs).await)
+            };
+            let answers = match tokio::time::timeout(self.deadline, run).await {
+                Ok(Ok(answers)) => answers,
+                Ok(Err(error)) => jobs.iter().map(|_| Err(StoreError::clone(&error))).collect(),
+                Err(_) => {
+                    let late = format!("PostgreSQL at {} did not answer within {:?}", self.target, self.deadline);
+                    jobs.iter().map(|_| Err(StoreError::Unavailable(late.clone()))).collect()
+                }
+            };
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(answer);
+            }
         }
     }
 }
@@ -309,7 +369,12 @@ impl Store for PostgresStore {
             }
             // Before the write that may bind them, so that the filter never misses a key bound here.
             self.bound.insert_lookup(lookup);
-            trials::authorize(&mut self.conn().await?, lookup, rule, resource, now).await
+            let (reply, answer) = oneshot::channel();
+            let job = trials::WriteJob::new(lookup, rule, resource, now);
+            self.writes
+                .send((job, reply))
+                .map_err(|_| StoreError::Internal("the PostgreSQL writers have stopped".into()))?;
+            answer.await.map_err(|_| StoreError::Internal("a PostgreSQL writer stopped before answering".into()))?
         })
         .await
     }

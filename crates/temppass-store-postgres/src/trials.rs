@@ -27,7 +27,8 @@
 use std::collections::BTreeSet;
 
 use temppass_core::{
-    AuthorizeVerdict, ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId, TrialUpdate, authorize as decide, merge,
+    AuthorizeVerdict, DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId, TrialUpdate,
+    authorize as decide, merge,
 };
 use temppass_store::{AuthorizeOutcome, BoundKeys, FoundTrials, ReclaimReport, StoreError, TrialLookup};
 use tokio_postgres::Row;
@@ -64,7 +65,8 @@ const COMMIT: &str = "COMMIT";
 /// The locks of an authorization in one statement: the generations' shared
 /// ($1), then the keys' exclusive ($2). An `Append` runs its branches in
 /// order and `unnest` yields each array in order, so the global lock order
-/// holds. One statement instead of two: a first use runs six, not seven.
+/// holds; the lock functions are `PARALLEL RESTRICTED`, so no Parallel Append
+/// can run the branches side by side.
 const LOCK_SHARED_THEN_EXCLUSIVE: &str = "
     SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::bigint[]) AS k
     UNION ALL
@@ -108,15 +110,17 @@ macro_rules! find_branch {
 /// request until an ANALYZE, found by `bench/load` on a database without autovacuum.)
 pub(crate) const FIND: &str = concat!(find_branch!("0", "$3"), " UNION ALL ", find_branch!("1", "$4"));
 
-/// Locks, in id order, the trials the keys of [`FIND`] point to ($1–$4 as there).
-const LOCK_TRIALS: &str = "
+/// Locks, in id order, the trials that the keys of a batch point to: $1
+/// service providers, $2 mvpds, $3 key kinds, $4 keys, one element per key.
+/// Each key is a correlated probe of `bindings` by its whole primary key, not
+/// a join: a join against the keys may be planned as a scan of every binding
+/// (see [`FIND`]).
+const LOCK_BATCH_TRIALS: &str = "
     SELECT t.id FROM trials t
     WHERE t.id = ANY(ARRAY(
-        SELECT trial_id FROM bindings
-        WHERE service_provider = $1 AND mvpd = $2 AND key_kind = 0 AND key = $3::text
-        UNION ALL
-        SELECT trial_id FROM bindings
-        WHERE service_provider = $1 AND mvpd = $2 AND key_kind = 1 AND key = $4::text))
+        SELECT (SELECT b.trial_id FROM bindings b
+                WHERE b.service_provider = k.sp AND b.mvpd = k.mvpd AND b.key_kind = k.kind AND b.key = k.key)
+        FROM unnest($1::text[], $2::text[], $3::smallint[], $4::text[]) AS k (sp, mvpd, kind, key)))
     ORDER BY t.id
     FOR UPDATE OF t";
 
@@ -301,13 +305,18 @@ impl Bindings {
         [&self.device, &self.identity].into_iter().flatten().filter(|b| b.trial.is_some()).map(|b| b.trial_id)
     }
 
+    /// The ids of every trial these bindings point to, existing or not.
+    fn referenced_trials(&self) -> impl Iterator<Item = i64> + '_ {
+        [&self.device, &self.identity].into_iter().flatten().map(|b| b.trial_id)
+    }
+
     fn found(&self) -> FoundTrials {
         let valid = |binding: &Option<Binding>| binding.as_ref().filter(|b| b.valid).and_then(|b| b.trial.clone());
         FoundTrials { by_device: valid(&self.device), by_identity: valid(&self.identity) }
     }
 }
 
-/// The parameters of [`FIND`] and [`LOCK_TRIALS`].
+/// The parameters of [`FIND`].
 struct LookupParams<'a> {
     service_provider: &'a str,
     mvpd: &'a str,
@@ -351,7 +360,7 @@ pub(crate) async fn find(
 struct AuthorizeStatements {
     begin: tokio_postgres::Statement,
     commit: tokio_postgres::Statement,
-    lock_keys: tokio_postgres::Statement,
+    lock_generations_and_keys: tokio_postgres::Statement,
     lock_trials: tokio_postgres::Statement,
     find: tokio_postgres::Statement,
     start: tokio_postgres::Statement,
@@ -367,8 +376,8 @@ impl AuthorizeStatements {
         Ok(Self {
             begin: conn.prepare(BEGIN).await?,
             commit: conn.prepare(COMMIT).await?,
-            lock_keys: conn.prepare(LOCK_SHARED_THEN_EXCLUSIVE).await?,
-            lock_trials: conn.prepare(LOCK_TRIALS).await?,
+            lock_generations_and_keys: conn.prepare(LOCK_SHARED_THEN_EXCLUSIVE).await?,
+            lock_trials: conn.prepare(LOCK_BATCH_TRIALS).await?,
             find: conn.prepare(FIND).await?,
             start: conn.prepare(START).await?,
             bind: conn.prepare(BIND).await?,
@@ -378,12 +387,6 @@ impl AuthorizeStatements {
             delete_unbound: conn.prepare(DELETE_UNBOUND).await?,
         })
     }
-}
-
-enum Attempt<T> {
-    Done(T),
-    /// A key moved to a trial this transaction had not locked: start over.
-    StartOver,
 }
 
 /// Why a transaction attempt stopped: PostgreSQL's error (some are worth a
@@ -399,6 +402,15 @@ impl From<tokio_postgres::Error> for TxError {
     }
 }
 
+impl TxError {
+    fn into_store_error(self) -> StoreError {
+        match self {
+            Self::Db(error) => to_store_error(error),
+            Self::Store(error) => error,
+        }
+    }
+}
+
 impl From<StoreError> for TxError {
     fn from(error: StoreError) -> Self {
         Self::Store(error)
@@ -409,8 +421,8 @@ fn worth_retrying(error: &tokio_postgres::Error) -> bool {
     matches!(error.code(), Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE)
 }
 
-/// Runs `attempt` until it is done, starting over (after a rollback) when it
-/// asks to or when PostgreSQL broke a deadlock, at most [`MAX_ATTEMPTS`] times.
+/// Runs `attempt` until it is done, starting over (after a rollback) when
+/// PostgreSQL broke a deadlock, at most [`MAX_ATTEMPTS`] times.
 /// On any other error the connection is dropped mid-transaction, which closes it.
 macro_rules! with_retries {
     ($conn:expr, $what:literal, $attempt:expr) => {{
@@ -420,11 +432,10 @@ macro_rules! with_retries {
         )));
         for _ in 0..MAX_ATTEMPTS {
             match $attempt {
-                Ok(Attempt::Done(value)) => {
+                Ok(value) => {
                     outcome = Ok(value);
                     break;
                 }
-                Ok(Attempt::StartOver) => $conn.rollback().await?,
                 Err(TxError::Db(error)) if worth_retrying(&error) => $conn.rollback().await?,
                 Err(TxError::Db(error)) => return Err(to_store_error(error)),
                 Err(TxError::Store(error)) => return Err(error),
@@ -434,152 +445,407 @@ macro_rules! with_retries {
     }};
 }
 
-/// The whole authorization in one short transaction: lock, find, merge,
-/// decide, record, bind. Two round trips: everything up to the read, then
-/// every write and the commit.
-pub(crate) async fn authorize(
-    conn: &mut Conn,
-    lookup: TrialLookup<'_>,
-    rule: &Rule,
-    resource: &ResourceId,
+/// An authorization that needs the write path, owned so that it can wait
+/// for a batch (see `PostgresStore::authorize`).
+pub(crate) struct WriteJob {
+    scope: RuleScope,
+    device: DeviceId,
+    identity: Option<IdentityHash>,
+    valid_since: Timestamp,
+    rule: Rule,
+    resource: ResourceId,
     now: Timestamp,
-) -> Result<AuthorizeOutcome, StoreError> {
-    let statements = AuthorizeStatements::prepare(conn).await?;
-    with_retries!(conn, "an authorization", authorize_once(conn, &statements, lookup, rule, resource, now).await)
 }
 
-async fn authorize_once(
+impl WriteJob {
+    pub(crate) fn new(lookup: TrialLookup<'_>, rule: &Rule, resource: &ResourceId, now: Timestamp) -> Self {
+        Self {
+            scope: lookup.scope.clone(),
+            device: lookup.device.clone(),
+            identity: lookup.identity.cloned(),
+            valid_since: lookup.valid_since,
+            rule: rule.clone(),
+            resource: resource.clone(),
+            now,
+        }
+    }
+
+    fn lookup(&self) -> TrialLookup<'_> {
+        TrialLookup {
+            scope: &self.scope,
+            device: &self.device,
+            identity: self.identity.as_ref(),
+            valid_since: self.valid_since,
+        }
+    }
+
+    /// The advisory locks of its keys, as `lock_key` numbers.
+    fn key_locks(&self) -> impl Iterator<Item = i64> + '_ {
+        let device = key_lock(&self.scope, KeyKind::Device, self.device.as_str());
+        let identity = self.identity.as_ref().map(|i| key_lock(&self.scope, KeyKind::Identity, i.as_str()));
+        std::iter::once(device).chain(identity)
+    }
+}
+
+/// Runs `jobs` in as few transactions as it can, each job exactly as it
+/// would run alone: one transaction takes every job whose keys no job before
+/// it in that transaction shares (the others wait for the next one), locks
+/// all their generations and keys in one statement and all their trials in
+/// another (each in the global order), reads each job's bindings, decides
+/// each job, writes them all and commits once; each job's answer is kept
+/// only once that commit is answered. A job whose key moved to an unlocked
+/// trial, or whose trial an earlier job of the transaction writes, runs again
+/// in the next transaction; a deadlock reported by
+/// PostgreSQL runs the whole transaction again; any other error rolls it back
+/// and its jobs run one per transaction from then on, so an error belongs to
+/// one job. A job that took part in [`MAX_ATTEMPTS`] transactions without an
+/// answer is answered `Unavailable`.
+pub(crate) async fn authorize_batch(conn: &mut Conn, jobs: &[WriteJob]) -> Vec<Result<AuthorizeOutcome, StoreError>> {
+    let mut answers: Vec<Option<Result<AuthorizeOutcome, StoreError>>> = jobs.iter().map(|_| None).collect();
+    let statements = match AuthorizeStatements::prepare(conn).await {
+        Ok(statements) => statements,
+        Err(error) => return jobs.iter().map(|_| Err(error.clone())).collect(),
+    };
+    let mut attempts = vec![0_usize; jobs.len()];
+    let mut pending: Vec<usize> = (0..jobs.len()).collect();
+    let mut one_at_a_time = false;
+    while !pending.is_empty() {
+        let (now, later) = disjoint(jobs, &pending, one_at_a_time);
+        for &index in &now {
+            attempts[index] += 1;
+        }
+        let mut again = Vec::new();
+        match authorize_together(conn, &statements, jobs, &now).await {
+            Ok(outcomes) => {
+                for (index, outcome) in outcomes {
+                    match outcome {
+                        Outcome::Done(outcome) => answers[index] = Some(Ok(outcome)),
+                        Outcome::StartOver => again.push(index),
+                        Outcome::Deferred => {
+                            attempts[index] -= 1;
+                            again.push(index);
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                // Whatever failed, the transaction is over for PostgreSQL or
+                // must be ended here; a connection that cannot even roll back
+                // fails every job still waiting.
+                if let Err(lost) = conn.rollback().await {
+                    for index in pending {
+                        answers[index] = Some(Err(lost.clone()));
+                    }
+                    break;
+                }
+                match error {
+                    TxError::Db(error) if worth_retrying(&error) => again.extend(&now),
+                    error if now.len() > 1 => {
+                        tracing::debug!(error = %error.into_store_error(), jobs = now.len(), "a batch of authorizations failed; running them one by one");
+                        one_at_a_time = true;
+                        again.extend(&now);
+                    }
+                    error => answers[now[0]] = Some(Err(error.into_store_error())),
+                }
+            }
+        }
+        for index in again {
+            if attempts[index] >= MAX_ATTEMPTS {
+                answers[index] = Some(Err(StoreError::Unavailable(format!(
+                    "an authorization did not settle after {MAX_ATTEMPTS} attempts under contention"
+                ))));
+            }
+        }
+        pending = later.into_iter().chain(now).filter(|&index| answers[index].is_none()).collect();
+        pending.sort_unstable();
+    }
+    answers
+        .into_iter()
+        .map(|answer| answer.unwrap_or_else(|| Err(StoreError::Internal("an authorization was never run".into()))))
+        .collect()
+}
+
+/// The jobs of `pending` that can share a transaction, in order: each whose
+/// keys no job taken before it has (or only the first, `one_at_a_time`); and the rest.
+fn disjoint(jobs: &[WriteJob], pending: &[usize], one_at_a_time: bool) -> (Vec<usize>, Vec<usize>) {
+    let mut taken_keys = std::collections::HashSet::new();
+    let (mut now, mut later) = (Vec::new(), Vec::new());
+    for &index in pending {
+        let keys: Vec<i64> = jobs[index].key_locks().collect();
+        let room = !one_at_a_time || now.is_empty();
+        let fits = room && keys.iter().all(|key| !taken_keys.contains(key));
+        if fits {
+            taken_keys.extend(keys);
+            now.push(index);
+        } else {
+            later.push(index);
+        }
+    }
+    (now, later)
+}
+
+/// One transaction for the jobs `together` (no two share a key). Answers what
+/// each job came to. Two round trips: the locks and every read, then every
+/// write and the commit.
+async fn authorize_together(
     conn: &mut Conn,
     s: &AuthorizeStatements,
-    lookup: TrialLookup<'_>,
-    rule: &Rule,
-    resource: &ResourceId,
-    now: Timestamp,
-) -> Result<Attempt<AuthorizeOutcome>, TxError> {
-    let scope = lookup.scope;
-    let device = lookup.device.as_str();
-    let identity = lookup.identity.map(|i| i.as_str());
-    let mut generation_locks = vec![generation_lock(scope, KeyKind::Device)];
-    let mut key_locks = vec![key_lock(scope, KeyKind::Device, device)];
-    if let Some(identity) = identity {
-        generation_locks.push(generation_lock(scope, KeyKind::Identity));
-        key_locks.push(key_lock(scope, KeyKind::Identity, identity));
+    jobs: &[WriteJob],
+    together: &[usize],
+) -> Result<Vec<(usize, Outcome)>, TxError> {
+    let mut generation_locks = Vec::new();
+    let mut key_locks = Vec::new();
+    let (mut sps, mut mvpds, mut kinds, mut keys) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for &index in together {
+        let job = &jobs[index];
+        generation_locks.push(generation_lock(&job.scope, KeyKind::Device));
+        key_locks.extend(job.key_locks());
+        sps.push(job.scope.service_provider.as_str());
+        mvpds.push(job.scope.mvpd.as_str());
+        kinds.push(KeyKind::Device.code());
+        keys.push(job.device.as_str());
+        if let Some(identity) = &job.identity {
+            generation_locks.push(generation_lock(&job.scope, KeyKind::Identity));
+            sps.push(job.scope.service_provider.as_str());
+            mvpds.push(job.scope.mvpd.as_str());
+            kinds.push(KeyKind::Identity.code());
+            keys.push(identity.as_str());
+        }
     }
     let (generation_locks, key_locks) = (sorted(generation_locks), sorted(key_locks));
-    let params = LookupParams::new(lookup);
-    let all = params.all();
+    let params: Vec<LookupParams<'_>> = together.iter().map(|&index| LookupParams::new(jobs[index].lookup())).collect();
+    let finds: Vec<[Param<'_>; 5]> = params.iter().map(LookupParams::all).collect();
+    let lock_keys: [Param<'_>; 2] = [&generation_locks, &key_locks];
+    let lock_trials: [Param<'_>; 4] = [&sps, &mvpds, &kinds, &keys];
+    let mut reads: Vec<(&tokio_postgres::Statement, &[Param<'_>])> =
+        vec![(&s.begin, &[]), (&s.lock_generations_and_keys, &lock_keys), (&s.lock_trials, &lock_trials)];
+    reads.extend(finds.iter().map(|find| (&s.find, &find[..])));
 
     conn.transaction_opening();
-    let answers = conn
-        .pipeline(&[
-            (&s.begin, &[]),
-            (&s.lock_keys, &[&generation_locks, &key_locks]),
-            (&s.lock_trials, &all[..4]),
-            (&s.find, &all),
-        ])
-        .await?;
+    let answers = conn.pipeline(&reads).await?;
     let locked = answers[2].iter().map(|row| row.try_get::<_, i64>(0)).collect::<Result<BTreeSet<i64>, _>>()?;
-    let bindings = Bindings::from_rows(&answers[3])?;
-    if bindings.trial_ids().any(|id| !locked.contains(&id)) {
-        return Ok(Attempt::StartOver);
+    let mut plans = Vec::with_capacity(together.len());
+    // Two jobs with no key in common can still find one trial (two devices of
+    // one promotional pass): each decides from what the reads saw, so only the
+    // first may write it in this transaction; the others wait for the next.
+    let mut claimed = std::collections::HashSet::new();
+    for (position, &index) in together.iter().enumerate() {
+        let bindings = Bindings::from_rows(&answers[3 + position])?;
+        let plan = if !bindings.trial_ids().all(|id| locked.contains(&id)) {
+            Settled::StartOver
+        } else if bindings.referenced_trials().any(|id| claimed.contains(&id)) {
+            Settled::Deferred
+        } else {
+            claimed.extend(bindings.referenced_trials());
+            Settled::Planned(Box::new(Plan::new(&jobs[index], &bindings)?))
+        };
+        plans.push((index, plan));
     }
 
-    let FoundTrials { by_device, by_identity } = bindings.found();
-    let device_trial = by_device.as_ref().map(|t| t.id);
-    let identity_trial = by_identity.as_ref().map(|t| t.id);
-    let mut merged = None;
-    let mut trial = match (by_device, by_identity) {
-        (Some(a), Some(b)) if a.id != b.id => {
-            let (survivor, absorbed) = merge(a, b);
-            merged = Some((survivor.id.0, absorbed.id.0));
-            Some(survivor)
-        }
-        (a, b) => a.or(b),
-    };
-    let mut resources_changed = merged.is_some();
-    let mut start = None;
-    let decision = match decide(rule, trial.as_ref(), resource, now) {
-        AuthorizeVerdict::Deny(reason) => Err(reason),
-        AuthorizeVerdict::Permit(TrialUpdate::Unchanged) => Ok(()),
-        AuthorizeVerdict::Permit(TrialUpdate::Start { started_at, expires_at, used_resources }) => {
-            start = Some((started_at, expires_at, used_resources));
-            Ok(())
-        }
-        AuthorizeVerdict::Permit(TrialUpdate::AddResource(resource)) => {
-            let Some(current) = trial.as_mut() else {
-                return Err(StoreError::Internal("a resource was added to no trial".into()).into());
-            };
-            current.used_resources.push(resource);
-            resources_changed = true;
-            Ok(())
-        }
-    };
-
-    // The keys to (re)bind, and the trials they pointed to before: such a
-    // trial (absent since a scheduled or "all" reset) is deleted once nothing
-    // else finds it — lazy, O(1) reclaiming on the path that made it garbage.
-    let final_id = trial.as_ref().map(|t| t.id);
-    let mut kinds: Vec<i16> = Vec::new();
-    let mut keys: Vec<&str> = Vec::new();
-    let mut previous: Vec<i64> = Vec::new();
-    let device_rebinds = start.is_some() || (final_id.is_some() && device_trial != final_id);
-    let identity_rebinds = start.is_some() || (final_id.is_some() && identity_trial != final_id);
-    let candidates = [
-        (KeyKind::Device, Some(device).filter(|_| device_rebinds), &bindings.device),
-        (KeyKind::Identity, identity.filter(|_| identity_rebinds), &bindings.identity),
-    ];
-    for (kind, key, binding) in candidates {
-        let Some(key) = key else { continue };
-        kinds.push(kind.code());
-        keys.push(key);
-        if let Some(old) = binding.as_ref().filter(|b| b.trial.is_some()).map(|b| b.trial_id) {
-            previous.push(old);
-        }
+    let mut writes: Vec<(&tokio_postgres::Statement, Vec<Param<'_>>)> = Vec::new();
+    let mut start_at = Vec::with_capacity(plans.len());
+    for (_, plan) in &plans {
+        start_at.push(match plan {
+            Settled::Planned(plan) => plan.push_writes(s, &mut writes),
+            Settled::StartOver | Settled::Deferred => None,
+        });
     }
-    previous.retain(|old| Some(TrialId(*old)) != final_id);
-
-    let survivor_id: i64 = final_id.map_or(0, |id| id.0);
-    let survivor_resources: Vec<&str> =
-        trial.as_ref().map(|t| t.used_resources.iter().map(ResourceId::as_str).collect()).unwrap_or_default();
-    let (started_ms, expires_ms, start_resources): (i64, i64, Vec<&str>) = match &start {
-        Some((started_at, expires_at, used)) => {
-            (started_at.as_millis(), expires_at.as_millis(), used.iter().map(ResourceId::as_str).collect())
-        }
-        None => (0, 0, Vec::new()),
-    };
-    let (merge_survivor, merge_absorbed): (i64, i64) = merged.unwrap_or_default();
-    let (sp, mvpd) = (params.service_provider, params.mvpd);
-
-    let mut batch: Vec<(&tokio_postgres::Statement, Vec<Param<'_>>)> = Vec::new();
-    if merged.is_some() {
-        batch.push((&s.move_bindings, vec![&merge_survivor, &merge_absorbed]));
-        batch.push((&s.delete_trial, vec![&merge_absorbed]));
-    }
-    if resources_changed && start.is_none() {
-        batch.push((&s.update_resources, vec![&survivor_id, &survivor_resources]));
-    }
-    let start_index = batch.len();
-    if start.is_some() {
-        batch.push((&s.start, vec![&sp, &mvpd, &kinds, &keys, &started_ms, &expires_ms, &start_resources]));
-    } else if !keys.is_empty() {
-        batch.push((&s.bind, vec![&sp, &mvpd, &kinds, &keys, &survivor_id]));
-    }
-    if !previous.is_empty() {
-        batch.push((&s.delete_unbound, vec![&previous]));
-    }
-    batch.push((&s.commit, vec![]));
-    let statements: Vec<(&tokio_postgres::Statement, &[Param<'_>])> =
-        batch.iter().map(|(statement, params)| (*statement, params.as_slice())).collect();
-    let answers = conn.pipeline(&statements).await?;
+    writes.push((&s.commit, vec![]));
+    let writes: Vec<(&tokio_postgres::Statement, &[Param<'_>])> =
+        writes.iter().map(|(statement, params)| (*statement, params.as_slice())).collect();
+    let answers = conn.pipeline(&writes).await?;
     conn.transaction_closed();
 
-    if let Some((started_at, expires_at, used_resources)) = start {
-        let Some(row) = answers.get(start_index).and_then(|rows| rows.first()) else {
-            return Err(StoreError::Internal("starting a trial returned no id".into()).into());
+    let mut outcomes = Vec::with_capacity(plans.len());
+    for ((index, plan), start_at) in plans.into_iter().zip(start_at) {
+        let plan = match plan {
+            Settled::Planned(plan) => plan,
+            Settled::StartOver => {
+                outcomes.push((index, Outcome::StartOver));
+                continue;
+            }
+            Settled::Deferred => {
+                outcomes.push((index, Outcome::Deferred));
+                continue;
+            }
         };
-        trial = Some(Trial { id: TrialId(row.try_get(0)?), started_at, expires_at, used_resources });
+        let mut trial = plan.trial;
+        if let Some((started_at, expires_at, used_resources)) = plan.start {
+            let Some(row) = start_at.and_then(|at| answers.get(at)).and_then(|rows| rows.first()) else {
+                return Err(StoreError::Internal("starting a trial returned no id".into()).into());
+            };
+            trial = Some(Trial { id: TrialId(row.try_get(0)?), started_at, expires_at, used_resources });
+        }
+        outcomes.push((index, Outcome::Done(AuthorizeOutcome { decision: plan.decision, trial })));
     }
-    Ok(Attempt::Done(AuthorizeOutcome { decision, trial }))
+    Ok(outcomes)
+}
+
+/// What a job of a transaction came to, before its writes.
+enum Settled<'a> {
+    Planned(Box<Plan<'a>>),
+    /// A key of it moved to a trial the transaction had not locked.
+    StartOver,
+    /// Its trial is written by an earlier job of the same transaction.
+    Deferred,
+}
+
+/// What a job of a transaction came to, once it committed.
+enum Outcome {
+    Done(AuthorizeOutcome),
+    /// Runs again in the next transaction, and that counts as an attempt.
+    StartOver,
+    /// Runs again in the next transaction, which is not its fault.
+    Deferred,
+}
+
+/// What one job decided, and the rows it writes.
+struct Plan<'a> {
+    decision: Result<(), temppass_core::DenyReason>,
+    /// The trial after the decision; for a new trial, filled in with its id after the write.
+    trial: Option<Trial>,
+    start: Option<(Timestamp, Timestamp, Vec<ResourceId>)>,
+    merged: Option<(i64, i64)>,
+    resources_changed: bool,
+    service_provider: &'a str,
+    mvpd: &'a str,
+    /// The keys to (re)bind, their kinds, and the trials they pointed to before.
+    kinds: Vec<i16>,
+    keys: Vec<&'a str>,
+    previous: Vec<i64>,
+    survivor_id: i64,
+    survivor_resources: Vec<String>,
+    started_ms: i64,
+    expires_ms: i64,
+    start_resources: Vec<String>,
+}
+
+impl<'a> Plan<'a> {
+    /// Merges, decides and chooses the writes of `job`, whose bindings are `bindings`.
+    fn new(job: &'a WriteJob, bindings: &Bindings) -> Result<Self, StoreError> {
+        let FoundTrials { by_device, by_identity } = bindings.found();
+        let device_trial = by_device.as_ref().map(|t| t.id);
+        let identity_trial = by_identity.as_ref().map(|t| t.id);
+        let mut merged = None;
+        let mut trial = match (by_device, by_identity) {
+            (Some(a), Some(b)) if a.id != b.id => {
+                let (survivor, absorbed) = merge(a, b);
+                merged = Some((survivor.id.0, absorbed.id.0));
+                Some(survivor)
+            }
+            (a, b) => a.or(b),
+        };
+        let mut resources_changed = merged.is_some();
+        let mut start = None;
+        let decision = match decide(&job.rule, trial.as_ref(), &job.resource, job.now) {
+            AuthorizeVerdict::Deny(reason) => Err(reason),
+            AuthorizeVerdict::Permit(TrialUpdate::Unchanged) => Ok(()),
+            AuthorizeVerdict::Permit(TrialUpdate::Start { started_at, expires_at, used_resources }) => {
+                start = Some((started_at, expires_at, used_resources));
+                Ok(())
+            }
+            AuthorizeVerdict::Permit(TrialUpdate::AddResource(resource)) => {
+                let Some(current) = trial.as_mut() else {
+                    return Err(StoreError::Internal("a resource was added to no trial".into()));
+                };
+                current.used_resources.push(resource);
+                resources_changed = true;
+                Ok(())
+            }
+        };
+
+        // The keys to (re)bind, and the trials they pointed to before: such a
+        // trial (absent since a scheduled or "all" reset) is deleted once nothing
+        // else finds it — lazy, O(1) reclaiming on the path that made it garbage.
+        let final_id = trial.as_ref().map(|t| t.id);
+        let (mut kinds, mut keys, mut previous) = (Vec::new(), Vec::new(), Vec::new());
+        let device_rebinds = start.is_some() || (final_id.is_some() && device_trial != final_id);
+        let identity_rebinds = start.is_some() || (final_id.is_some() && identity_trial != final_id);
+        let candidates = [
+            (KeyKind::Device, Some(job.device.as_str()).filter(|_| device_rebinds), &bindings.device),
+            (
+                KeyKind::Identity,
+                job.identity.as_ref().map(IdentityHash::as_str).filter(|_| identity_rebinds),
+                &bindings.identity,
+            ),
+        ];
+        for (kind, key, binding) in candidates {
+            let Some(key) = key else { continue };
+            kinds.push(kind.code());
+            keys.push(key);
+            if let Some(old) = binding.as_ref().filter(|b| b.trial.is_some()).map(|b| b.trial_id) {
+                previous.push(old);
+            }
+        }
+        previous.retain(|old| Some(TrialId(*old)) != final_id);
+
+        let survivor_id = final_id.map_or(0, |id| id.0);
+        let survivor_resources = trial
+            .as_ref()
+            .map(|t| t.used_resources.iter().map(|r| r.as_str().to_owned()).collect())
+            .unwrap_or_default();
+        let (started_ms, expires_ms, start_resources) = match &start {
+            Some((started_at, expires_at, used)) => {
+                (started_at.as_millis(), expires_at.as_millis(), used.iter().map(|r| r.as_str().to_owned()).collect())
+            }
+            None => (0, 0, Vec::new()),
+        };
+        Ok(Self {
+            decision,
+            trial,
+            start,
+            merged,
+            resources_changed,
+            service_provider: job.scope.service_provider.as_str(),
+            mvpd: job.scope.mvpd.as_str(),
+            kinds,
+            keys,
+            previous,
+            survivor_id,
+            survivor_resources,
+            started_ms,
+            expires_ms,
+            start_resources,
+        })
+    }
+
+    /// Appends this job's writes; answers the index of the one that starts its trial, if it does.
+    fn push_writes<'p>(
+        &'p self,
+        s: &'p AuthorizeStatements,
+        writes: &mut Vec<(&'p tokio_postgres::Statement, Vec<Param<'p>>)>,
+    ) -> Option<usize> {
+        if let Some((survivor, absorbed)) = &self.merged {
+            writes.push((&s.move_bindings, vec![survivor, absorbed]));
+            writes.push((&s.delete_trial, vec![absorbed]));
+        }
+        if self.resources_changed && self.start.is_none() {
+            writes.push((&s.update_resources, vec![&self.survivor_id, &self.survivor_resources]));
+        }
+        let mut start_at = None;
+        if self.start.is_some() {
+            start_at = Some(writes.len());
+            writes.push((
+                &s.start,
+                vec![
+                    &self.service_provider,
+                    &self.mvpd,
+                    &self.kinds,
+                    &self.keys,
+                    &self.started_ms,
+                    &self.expires_ms,
+                    &self.start_resources,
+                ],
+            ));
+        } else if !self.keys.is_empty() {
+            writes
+                .push((&s.bind, vec![&self.service_provider, &self.mvpd, &self.kinds, &self.keys, &self.survivor_id]));
+        }
+        if !self.previous.is_empty() {
+            writes.push((&s.delete_unbound, vec![&self.previous]));
+        }
+        start_at
+    }
 }
 
 // --- resetting -------------------------------------------------------------------
@@ -635,7 +901,7 @@ async fn reset_one_once(
     scope: &RuleScope,
     kind: KeyKind,
     key: &str,
-) -> Result<Attempt<()>, TxError> {
+) -> Result<(), TxError> {
     let (sp, mvpd, code) = (scope.service_provider.as_str(), scope.mvpd.as_str(), kind.code());
     let locks = vec![key_lock(scope, kind, key)];
     let binding: [Param<'_>; 4] = [&sp, &mvpd, &code, &key];
@@ -665,7 +931,7 @@ async fn reset_one_once(
     batch.push((&s.commit, &[]));
     conn.pipeline(&batch).await?;
     conn.transaction_closed();
-    Ok(Attempt::Done(()))
+    Ok(())
 }
 
 // --- the filter of bound keys ------------------------------------------------------
@@ -819,10 +1085,64 @@ pub(crate) async fn reclaim(
 }
 
 #[cfg(all(test, feature = "testing"))]
+mod batches {
+    use temppass_core::{DenyReason, Timestamp};
+    use temppass_store::conformance::{device_id, identity, promotional_rule, resource, scope};
+    use temppass_store::{Store, TrialLookup};
+
+    use super::{WriteJob, authorize_batch};
+    use crate::testing::TestDatabase;
+    use crate::{PostgresOptions, PostgresStore, connection};
+
+    /// Two devices of one promotional pass in one batch, each with a key the
+    /// other lacks: both find the one trial, and only one may write it.
+    #[tokio::test]
+    async fn two_devices_of_one_pass_in_one_batch_never_exceed_the_cap_nor_lose_a_title() {
+        let Some(database) = TestDatabase::create().await else { return };
+        let store = PostgresStore::connect(database.url(), PostgresOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let scope = scope("REF30", "flexibleTempPass");
+        let rule = promotional_rule(2, "4h");
+        let (living_room, kitchen) = (device_id("living-room"), device_id("kitchen"));
+        let (family, guest) = (identity("family@example.com"), identity("guest@example.com"));
+        let lookup = |device, identity| TrialLookup {
+            scope: &scope,
+            device,
+            identity: Some(identity),
+            valid_since: Timestamp::from_millis(i64::MIN),
+        };
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        for device in [&living_room, &kitchen] {
+            let first = store.authorize(lookup(device, &family), &rule, &resource("res-0"), now).await;
+            assert_eq!(first.map(|o| o.decision).ok(), Some(Ok(())), "a device of the pass was not bound");
+        }
+
+        let jobs = [
+            WriteJob::new(lookup(&living_room, &family), &rule, &resource("res-1"), now),
+            WriteJob::new(lookup(&kitchen, &guest), &rule, &resource("res-2"), now),
+        ];
+        let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
+        let answers = authorize_batch(&mut conn, &jobs).await;
+        drop(conn);
+
+        let decisions: Vec<_> =
+            answers.iter().map(|a| a.as_ref().map(|o| o.decision).unwrap_or_else(|e| panic!("{e}"))).collect();
+        assert_eq!(decisions, vec![Ok(()), Err(DenyReason::ResourcesLimitExceeded)], "one slot was left");
+        let trial = store
+            .find_trial(lookup(&kitchen, &family))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("the trial is gone"));
+        assert_eq!(trial.used_resources, vec![resource("res-0"), resource("res-1")], "a permitted title was lost");
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
 mod plans {
     use tokio_postgres::NoTls;
 
-    use super::{FIND, LOCK_TRIALS};
+    use super::{FIND, LOCK_BATCH_TRIALS};
     use crate::testing::TestDatabase;
     use crate::{PostgresOptions, PostgresStore};
 
@@ -849,16 +1169,21 @@ mod plans {
         tokio::spawn(connection);
         client.batch_execute("SET plan_cache_mode = force_generic_plan").await.unwrap_or_else(|e| panic!("{e}"));
         let keys = "'REF30', 'TempPass', 'device-1', 'identity-1'";
+        let batch_keys = "ARRAY['REF30', 'REF30'], ARRAY['TempPass', 'TempPass'], ARRAY[0, 1]::smallint[], \
+                          ARRAY['device-1', 'identity-1']";
         for plan in [
             generic_plan(&client, "text, text, text, text, bigint", FIND, &format!("{keys}, 0")).await,
-            generic_plan(&client, "text, text, text, text", LOCK_TRIALS, keys).await,
+            generic_plan(&client, "text[], text[], smallint[], text[]", LOCK_BATCH_TRIALS, batch_keys).await,
         ] {
             assert!(!plan.contains("Seq Scan"), "a lookup scans a table:\n{plan}");
             let lines: Vec<&str> = plan.lines().collect();
             let probes: Vec<&str> =
                 lines.windows(2).filter(|pair| pair[0].contains("on bindings")).map(|pair| pair[1]).collect();
             let whole_key = probes.iter().filter(|cond| cond.contains("Index Cond") && cond.contains("(key =")).count();
-            assert!(probes.len() == 2 && whole_key == 2, "bindings are not probed by their whole key:\n{plan}");
+            assert!(
+                !probes.is_empty() && whole_key == probes.len(),
+                "bindings are not probed by their whole key:\n{plan}"
+            );
         }
         drop(store);
     }

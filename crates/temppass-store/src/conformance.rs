@@ -240,7 +240,8 @@ pub fn resource(raw: &str) -> ResourceId {
     ResourceId::parse(raw).unwrap_or_else(|e| panic!("resource id {raw:?} {e}"))
 }
 
-fn identity(raw: &str) -> IdentityHash {
+/// The hash of an identity value; panics on an invalid one.
+pub fn identity(raw: &str) -> IdentityHash {
     IdentityHash::from_value(raw).unwrap_or_else(|e| panic!("identity {raw:?}: {e}"))
 }
 

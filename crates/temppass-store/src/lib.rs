@@ -24,7 +24,7 @@ pub use records::{
 };
 
 /// Failures of the store itself. Denials are not errors: see [`AuthorizeOutcome`].
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The store could not be reached or did not answer in time; the client may retry.
     #[error("store unavailable: {0}")]
