@@ -274,27 +274,46 @@ impl Writer {
             if queue.lock().await.recv_many(&mut batch, WRITE_BATCH).await == 0 {
                 return;
             }
-            // A caller whose deadline passed is gone: nobody would hear its answer.
-            batch.retain(|(_, reply): &WriteRequest| !reply.is_closed());
             let (jobs, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-            if jobs.is_empty() {
+            let mut callers = Replies(replies.into_iter().map(Some).collect());
+            if !(0..jobs.len()).any(|index| trials::Callers::waiting(&callers, index)) {
                 continue;
             }
             let run = async {
                 let mut conn = connection::get(&self.pool, &self.target).await?;
-                Ok(trials::authorize_batch(&mut conn, &jobs).await)
+                trials::authorize_batch(&mut conn, &jobs, &mut callers).await;
+                Ok::<(), StoreError>(())
             };
-            let answers = match tokio::time::timeout(self.deadline, run).await {
-                Ok(Ok(answers)) => answers,
-                Ok(Err(error)) => jobs.iter().map(|_| Err(StoreError::clone(&error))).collect(),
-                Err(_) => {
-                    let late = format!("PostgreSQL at {} did not answer within {:?}", self.target, self.deadline);
-                    jobs.iter().map(|_| Err(StoreError::Unavailable(late.clone()))).collect()
-                }
+            let failed = match tokio::time::timeout(self.deadline, run).await {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(error),
+                Err(_) => Some(StoreError::Unavailable(format!(
+                    "PostgreSQL at {} did not answer within {:?}",
+                    self.target, self.deadline
+                ))),
             };
-            for (reply, answer) in replies.into_iter().zip(answers) {
-                let _ = reply.send(answer);
+            // Those not answered yet: the batch stopped before their commit.
+            for reply in callers.0.into_iter().flatten() {
+                let error = failed
+                    .clone()
+                    .unwrap_or_else(|| StoreError::Internal("an authorization of a batch was never run".into()));
+                let _ = reply.send(Err(error));
             }
+        }
+    }
+}
+
+/// The callers of a batch, each answered once.
+struct Replies(Vec<Option<oneshot::Sender<Result<AuthorizeOutcome, StoreError>>>>);
+
+impl trials::Callers for Replies {
+    fn waiting(&self, index: usize) -> bool {
+        self.0[index].as_ref().is_some_and(|reply| !reply.is_closed())
+    }
+
+    fn answer(&mut self, index: usize, answer: Result<AuthorizeOutcome, StoreError>) {
+        if let Some(reply) = self.0[index].take() {
+            let _ = reply.send(answer);
         }
     }
 }

@@ -61,6 +61,12 @@ const MAX_ATTEMPTS: usize = 8;
 // --- statements -------------------------------------------------------------
 
 const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+/// How long a batch's transaction waits for a lock before it gives up: its
+/// authorizations then run one by one, and one that still cannot get its
+/// lock runs last, alone, waiting as long as its statements may. One
+/// contended key must not hold back, or fail, the unrelated authorizations
+/// batched with it.
+const BATCH_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '200ms'";
 const COMMIT: &str = "COMMIT";
 /// The locks of an authorization in one statement: the generations' shared
 /// ($1), then the keys' exclusive ($2). An `Append` runs its branches in
@@ -359,6 +365,7 @@ pub(crate) async fn find(
 /// the transaction starts so that its statements can be pipelined.
 struct AuthorizeStatements {
     begin: tokio_postgres::Statement,
+    batch_lock_timeout: tokio_postgres::Statement,
     commit: tokio_postgres::Statement,
     lock_generations_and_keys: tokio_postgres::Statement,
     lock_trials: tokio_postgres::Statement,
@@ -375,6 +382,7 @@ impl AuthorizeStatements {
     async fn prepare(conn: &mut Conn) -> Result<Self, StoreError> {
         Ok(Self {
             begin: conn.prepare(BEGIN).await?,
+            batch_lock_timeout: conn.prepare(BATCH_LOCK_TIMEOUT).await?,
             commit: conn.prepare(COMMIT).await?,
             lock_generations_and_keys: conn.prepare(LOCK_SHARED_THEN_EXCLUSIVE).await?,
             lock_trials: conn.prepare(LOCK_BATCH_TRIALS).await?,
@@ -493,33 +501,58 @@ impl WriteJob {
 /// all their generations and keys in one statement and all their trials in
 /// another (each in the global order), reads each job's bindings, decides
 /// each job, writes them all and commits once; each job's answer is kept
-/// only once that commit is answered. A job whose key moved to an unlocked
+/// only once that commit is answered, and its caller hears it then. A job
+/// whose caller stopped waiting is not run. A job whose key moved to an unlocked
 /// trial, or whose trial an earlier job of the transaction writes, runs again
-/// in the next transaction; a deadlock reported by
+/// in the next transaction; so does one that waited for a lock longer than
+/// [`BATCH_LOCK_TIMEOUT`], last and alone; a deadlock reported by
 /// PostgreSQL runs the whole transaction again; any other error rolls it back
 /// and its jobs run one per transaction from then on, so an error belongs to
 /// one job. A job that took part in [`MAX_ATTEMPTS`] transactions without an
 /// answer is answered `Unavailable`.
-pub(crate) async fn authorize_batch(conn: &mut Conn, jobs: &[WriteJob]) -> Vec<Result<AuthorizeOutcome, StoreError>> {
-    let mut answers: Vec<Option<Result<AuthorizeOutcome, StoreError>>> = jobs.iter().map(|_| None).collect();
+pub(crate) async fn authorize_batch(conn: &mut Conn, jobs: &[WriteJob], callers: &mut impl Callers) {
     let statements = match AuthorizeStatements::prepare(conn).await {
         Ok(statements) => statements,
-        Err(error) => return jobs.iter().map(|_| Err(error.clone())).collect(),
+        Err(error) => {
+            for index in 0..jobs.len() {
+                callers.answer(index, Err(error.clone()));
+            }
+            return;
+        }
     };
     let mut attempts = vec![0_usize; jobs.len()];
+    // Jobs that could not get a lock quickly: they run last, alone, waiting
+    // as long as their statements may, so that they hold back nobody else.
+    let mut slow = vec![false; jobs.len()];
     let mut pending: Vec<usize> = (0..jobs.len()).collect();
     let mut one_at_a_time = false;
-    while !pending.is_empty() {
-        let (now, later) = disjoint(jobs, &pending, one_at_a_time);
+    loop {
+        // A caller whose deadline passed is gone: its job is not run, so
+        // nothing is written that nobody was told of.
+        pending.retain(|&index| callers.waiting(index));
+        if pending.is_empty() {
+            return;
+        }
+        // Quick jobs first, the slow ones alone once nothing else is left.
+        let quick: Vec<usize> = pending.iter().copied().filter(|&index| !slow[index]).collect();
+        let (now, later) = if quick.is_empty() {
+            (vec![pending[0]], pending[1..].to_vec())
+        } else {
+            let (now, mut later) = disjoint(jobs, &quick, one_at_a_time);
+            later.extend(pending.iter().copied().filter(|&index| slow[index]));
+            (now, later)
+        };
         for &index in &now {
             attempts[index] += 1;
         }
+        let patient = now.len() == 1 && slow[now[0]];
         let mut again = Vec::new();
-        match authorize_together(conn, &statements, jobs, &now).await {
+        match authorize_together(conn, &statements, jobs, &now, patient).await {
             Ok(outcomes) => {
+                // Committed: each caller hears at once, not after the rest of the batch.
                 for (index, outcome) in outcomes {
                     match outcome {
-                        Outcome::Done(outcome) => answers[index] = Some(Ok(outcome)),
+                        Outcome::Done(answer) => callers.answer(index, answer),
                         Outcome::StartOver => again.push(index),
                         Outcome::Deferred => {
                             attempts[index] -= 1;
@@ -533,36 +566,50 @@ pub(crate) async fn authorize_batch(conn: &mut Conn, jobs: &[WriteJob]) -> Vec<R
                 // must be ended here; a connection that cannot even roll back
                 // fails every job still waiting.
                 if let Err(lost) = conn.rollback().await {
-                    for index in pending {
-                        answers[index] = Some(Err(lost.clone()));
+                    for &index in &pending {
+                        callers.answer(index, Err(lost.clone()));
                     }
-                    break;
+                    return;
                 }
                 match error {
                     TxError::Db(error) if worth_retrying(&error) => again.extend(&now),
+                    TxError::Db(error) if now.len() == 1 && error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                        slow[now[0]] = true;
+                        again.extend(&now);
+                    }
                     error if now.len() > 1 => {
-                        tracing::debug!(error = %error.into_store_error(), jobs = now.len(), "a batch of authorizations failed; running them one by one");
+                        let error = error.into_store_error();
+                        tracing::debug!(%error, jobs = now.len(), "a batch of authorizations failed; running them one by one");
                         one_at_a_time = true;
                         again.extend(&now);
                     }
-                    error => answers[now[0]] = Some(Err(error.into_store_error())),
+                    error => callers.answer(now[0], Err(error.into_store_error())),
                 }
             }
         }
+        let mut settled = Vec::new();
         for index in again {
             if attempts[index] >= MAX_ATTEMPTS {
-                answers[index] = Some(Err(StoreError::Unavailable(format!(
-                    "an authorization did not settle after {MAX_ATTEMPTS} attempts under contention"
-                ))));
+                callers.answer(
+                    index,
+                    Err(StoreError::Unavailable(format!(
+                        "an authorization did not settle after {MAX_ATTEMPTS} attempts under contention"
+                    ))),
+                );
+            } else {
+                settled.push(index);
             }
         }
-        pending = later.into_iter().chain(now).filter(|&index| answers[index].is_none()).collect();
-        pending.sort_unstable();
+        pending = later.into_iter().chain(settled).collect();
     }
-    answers
-        .into_iter()
-        .map(|answer| answer.unwrap_or_else(|| Err(StoreError::Internal("an authorization was never run".into()))))
-        .collect()
+}
+
+/// Whoever waits for the jobs of a batch.
+pub(crate) trait Callers {
+    /// Whether someone still waits for job `index`'s answer.
+    fn waiting(&self, index: usize) -> bool;
+    /// Job `index`'s answer: called once per job that ran, as soon as it is known.
+    fn answer(&mut self, index: usize, answer: Result<AuthorizeOutcome, StoreError>);
 }
 
 /// The jobs of `pending` that can share a transaction, in order: each whose
@@ -586,12 +633,14 @@ fn disjoint(jobs: &[WriteJob], pending: &[usize], one_at_a_time: bool) -> (Vec<u
 
 /// One transaction for the jobs `together` (no two share a key). Answers what
 /// each job came to. Two round trips: the locks and every read, then every
-/// write and the commit.
+/// write and the commit. Unless `patient`, a lock not granted within
+/// [`BATCH_LOCK_TIMEOUT`] fails the transaction with `LOCK_NOT_AVAILABLE`.
 async fn authorize_together(
     conn: &mut Conn,
     s: &AuthorizeStatements,
     jobs: &[WriteJob],
     together: &[usize],
+    patient: bool,
 ) -> Result<Vec<(usize, Outcome)>, TxError> {
     let mut generation_locks = Vec::new();
     let mut key_locks = Vec::new();
@@ -617,20 +666,26 @@ async fn authorize_together(
     let finds: Vec<[Param<'_>; 5]> = params.iter().map(LookupParams::all).collect();
     let lock_keys: [Param<'_>; 2] = [&generation_locks, &key_locks];
     let lock_trials: [Param<'_>; 4] = [&sps, &mvpds, &kinds, &keys];
-    let mut reads: Vec<(&tokio_postgres::Statement, &[Param<'_>])> =
-        vec![(&s.begin, &[]), (&s.lock_generations_and_keys, &lock_keys), (&s.lock_trials, &lock_trials)];
+    let mut reads: Vec<(&tokio_postgres::Statement, &[Param<'_>])> = vec![(&s.begin, &[])];
+    if !patient {
+        reads.push((&s.batch_lock_timeout, &[]));
+    }
+    let first_lock = reads.len();
+    reads.push((&s.lock_generations_and_keys, &lock_keys));
+    reads.push((&s.lock_trials, &lock_trials));
     reads.extend(finds.iter().map(|find| (&s.find, &find[..])));
 
     conn.transaction_opening();
     let answers = conn.pipeline(&reads).await?;
-    let locked = answers[2].iter().map(|row| row.try_get::<_, i64>(0)).collect::<Result<BTreeSet<i64>, _>>()?;
+    let answers = &answers[first_lock..];
+    let locked = answers[1].iter().map(|row| row.try_get::<_, i64>(0)).collect::<Result<BTreeSet<i64>, _>>()?;
     let mut plans = Vec::with_capacity(together.len());
     // Two jobs with no key in common can still find one trial (two devices of
     // one promotional pass): each decides from what the reads saw, so only the
     // first may write it in this transaction; the others wait for the next.
     let mut claimed = std::collections::HashSet::new();
     for (position, &index) in together.iter().enumerate() {
-        let bindings = Bindings::from_rows(&answers[3 + position])?;
+        let bindings = Bindings::from_rows(&answers[2 + position])?;
         let plan = if !bindings.trial_ids().all(|id| locked.contains(&id)) {
             Settled::StartOver
         } else if bindings.referenced_trials().any(|id| claimed.contains(&id)) {
@@ -669,14 +724,18 @@ async fn authorize_together(
                 continue;
             }
         };
-        let mut trial = plan.trial;
+        // Committed: a failure from here on belongs to this job alone.
+        let mut trial = Ok(plan.trial);
         if let Some((started_at, expires_at, used_resources)) = plan.start {
-            let Some(row) = start_at.and_then(|at| answers.get(at)).and_then(|rows| rows.first()) else {
-                return Err(StoreError::Internal("starting a trial returned no id".into()).into());
+            let id = start_at.and_then(|at| answers.get(at)).and_then(|rows| rows.first()).map(|row| row.try_get(0));
+            trial = match id {
+                Some(Ok(id)) => Ok(Some(Trial { id: TrialId(id), started_at, expires_at, used_resources })),
+                Some(Err(error)) => Err(to_store_error(error)),
+                None => Err(StoreError::Internal("starting a trial returned no id".into())),
             };
-            trial = Some(Trial { id: TrialId(row.try_get(0)?), started_at, expires_at, used_resources });
         }
-        outcomes.push((index, Outcome::Done(AuthorizeOutcome { decision: plan.decision, trial })));
+        let answer = trial.map(|trial| AuthorizeOutcome { decision: plan.decision, trial });
+        outcomes.push((index, Outcome::Done(answer)));
     }
     Ok(outcomes)
 }
@@ -692,7 +751,8 @@ enum Settled<'a> {
 
 /// What a job of a transaction came to, once it committed.
 enum Outcome {
-    Done(AuthorizeOutcome),
+    /// Committed; an error here is this job's alone.
+    Done(Result<AuthorizeOutcome, StoreError>),
     /// Runs again in the next transaction, and that counts as an attempt.
     StartOver,
     /// Runs again in the next transaction, which is not its fault.
@@ -1087,12 +1147,69 @@ pub(crate) async fn reclaim(
 #[cfg(all(test, feature = "testing"))]
 mod batches {
     use temppass_core::{DenyReason, Timestamp};
-    use temppass_store::conformance::{device_id, identity, promotional_rule, resource, scope};
+    use temppass_store::conformance::{
+        basic_rule, device_id, device_lookup, identity, promotional_rule, resource, scope,
+    };
     use temppass_store::{Store, TrialLookup};
 
-    use super::{WriteJob, authorize_batch};
+    use temppass_store::{AuthorizeOutcome, StoreError};
+
+    use super::{Callers, WriteJob, authorize_batch};
     use crate::testing::TestDatabase;
     use crate::{PostgresOptions, PostgresStore, connection};
+
+    /// The answers of a batch's jobs, and the order they came in, for a test to look at.
+    struct Answers(Vec<Option<Result<AuthorizeOutcome, StoreError>>>, Vec<usize>);
+
+    impl Callers for Answers {
+        fn waiting(&self, index: usize) -> bool {
+            self.0[index].is_none()
+        }
+
+        fn answer(&mut self, index: usize, answer: Result<AuthorizeOutcome, StoreError>) {
+            self.0[index] = Some(answer);
+            self.1.push(index);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_held_elsewhere_holds_back_no_other_authorization_of_its_batch() {
+        let Some(database) = TestDatabase::create().await else { return };
+        let store = PostgresStore::connect(database.url(), PostgresOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let scope = scope("REF30", "TempPass");
+        let rule = basic_rule("4h");
+        let (busy, free) = (device_id("busy-device"), device_id("free-device"));
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let jobs = [
+            WriteJob::new(device_lookup(&scope, &busy), &rule, &resource("res-1"), now),
+            WriteJob::new(device_lookup(&scope, &free), &rule, &resource("res-1"), now),
+        ];
+        // Another session holds the busy device's key lock for a while, as a
+        // transaction of another server would.
+        let (holder, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        tokio::spawn(connection);
+        let key = super::key_lock(&scope, super::KeyKind::Device, busy.as_str());
+        holder.execute("SELECT pg_advisory_lock($1)", &[&key]).await.unwrap_or_else(|e| panic!("{e}"));
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+            holder.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.unwrap_or_else(|e| panic!("{e}"));
+        });
+
+        let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut answers = Answers(vec![None, None], Vec::new());
+        authorize_batch(&mut conn, &jobs, &mut answers).await;
+        release.await.unwrap_or_else(|e| panic!("{e}"));
+
+        assert_eq!(answers.1, vec![1, 0], "the free device waited for the busy one");
+        for answer in answers.0 {
+            let decision = answer.unwrap_or_else(|| panic!("no answer")).map(|o| o.decision);
+            assert_eq!(decision.unwrap_or_else(|e| panic!("{e}")), Ok(()));
+        }
+    }
 
     /// Two devices of one promotional pass in one batch, each with a key the
     /// other lacks: both find the one trial, and only one may write it.
@@ -1123,8 +1240,11 @@ mod batches {
             WriteJob::new(lookup(&kitchen, &guest), &rule, &resource("res-2"), now),
         ];
         let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
-        let answers = authorize_batch(&mut conn, &jobs).await;
+        let mut answers = Answers(vec![None, None], Vec::new());
+        authorize_batch(&mut conn, &jobs, &mut answers).await;
         drop(conn);
+        let answers: Vec<_> =
+            answers.0.into_iter().map(|a| a.unwrap_or_else(|| panic!("a job got no answer"))).collect();
 
         let decisions: Vec<_> =
             answers.iter().map(|a| a.as_ref().map(|o| o.decision).unwrap_or_else(|e| panic!("{e}"))).collect();
