@@ -141,22 +141,61 @@ const BIND: &str = "
     ON CONFLICT (service_provider, mvpd, key_kind, key)
     DO UPDATE SET generation = excluded.generation, trial_id = excluded.trial_id";
 
-/// Starts a trial ($5 started, $6 expires, $7 used resources) and binds keys
-/// ($3 kinds, $4 keys) to it, in one statement; answers the new id.
-const START: &str = "
-    WITH trial AS (
-        INSERT INTO trials (service_provider, mvpd, started_at_ms, expires_at_ms, used_resources)
-        VALUES ($1, $2, $5, $6, $7)
-        RETURNING id
+/// [`FIND`] for every job of a batch's transaction, in one statement: $1 job
+/// positions, $2 service providers, $3 mvpds, $4 key kinds, $5 keys, $6
+/// valid since (ms), one element per key. Answers the job position, then
+/// [`FIND`]'s columns, for each key that has a binding.
+///
+/// Each probe is a `LATERAL` subquery with `OFFSET 0`, which PostgreSQL never
+/// flattens into a join: it runs once per key with the key bound, so every
+/// plan is a point probe by the whole primary key (a join against the keys
+/// may be planned as a scan, see [`FIND`]).
+const FIND_BATCH: &str = "
+    SELECT k.job, k.kind, b.trial_id,
+           COALESCE(b.generation = COALESCE(g.generation, 0) AND t.started_at_ms >= k.since, false) AS valid,
+           t.started_at_ms, t.expires_at_ms, t.used_resources
+    FROM unnest($1::int[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::bigint[])
+         AS k (job, sp, mvpd, kind, key, since)
+    CROSS JOIN LATERAL (
+        SELECT x.trial_id, x.generation FROM bindings x
+        WHERE x.service_provider = k.sp AND x.mvpd = k.mvpd AND x.key_kind = k.kind AND x.key = k.key
+        OFFSET 0) b
+    LEFT JOIN LATERAL (
+        SELECT x.generation FROM generations x
+        WHERE x.service_provider = k.sp AND x.mvpd = k.mvpd AND x.key_kind = k.kind
+        OFFSET 0) g ON true
+    LEFT JOIN LATERAL (
+        SELECT x.started_at_ms, x.expires_at_ms, x.used_resources FROM trials x
+        WHERE x.id = b.trial_id
+        OFFSET 0) t ON true";
+
+/// Starts the new trials of a batch's transaction and binds their keys, in
+/// one statement: per trial $1 service provider, $2 mvpd, $3 started, $4
+/// expires (ms), and its used resources, `$6` of them from position `$5`
+/// (1-based) of $7; per key $8 its trial's position (1-based) in $1, $9 its
+/// kind, $10 the key. Answers the new ids in the order of $1.
+///
+/// The ids are drawn from the identity column's sequence first, so that each
+/// is known to belong to its trial (`RETURNING` promises no order).
+const START_BATCH: &str = "
+    WITH new AS MATERIALIZED (
+        SELECT nextval('trials_id_seq') AS id, n.*
+        FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::int[], $6::int[])
+             WITH ORDINALITY AS n (sp, mvpd, started, expires, first, count, position)
+    ), trial AS (
+        INSERT INTO trials (id, service_provider, mvpd, started_at_ms, expires_at_ms, used_resources)
+        OVERRIDING SYSTEM VALUE
+        SELECT id, sp, mvpd, started, expires, ($7::text[])[first:first + count - 1] FROM new
     ), bound AS (
         INSERT INTO bindings (service_provider, mvpd, key_kind, key, generation, trial_id)
-        SELECT $1, $2, k.kind, k.key, COALESCE(g.generation, 0), trial.id
-        FROM trial, unnest($3::smallint[], $4::text[]) AS k (kind, key)
-        LEFT JOIN generations g ON g.service_provider = $1 AND g.mvpd = $2 AND g.key_kind = k.kind
+        SELECT new.sp, new.mvpd, k.kind, k.key, COALESCE(g.generation, 0), new.id
+        FROM unnest($8::bigint[], $9::smallint[], $10::text[]) AS k (position, kind, key)
+        JOIN new ON new.position = k.position
+        LEFT JOIN generations g ON g.service_provider = new.sp AND g.mvpd = new.mvpd AND g.key_kind = k.kind
         ON CONFLICT (service_provider, mvpd, key_kind, key)
         DO UPDATE SET generation = excluded.generation, trial_id = excluded.trial_id
     )
-    SELECT id FROM trial";
+    SELECT id FROM new ORDER BY position";
 
 const UPDATE_RESOURCES: &str = "UPDATE trials SET used_resources = $2 WHERE id = $1";
 const MOVE_BINDINGS: &str = "UPDATE bindings SET trial_id = $1 WHERE trial_id = $2";
@@ -286,24 +325,30 @@ impl Bindings {
     fn from_rows(rows: &[Row]) -> Result<Self, StoreError> {
         let mut bindings = Self::default();
         for row in rows {
-            let kind: i16 = row.try_get(0).map_err(to_store_error)?;
-            let trial_id: i64 = row.try_get(1).map_err(to_store_error)?;
-            let valid: bool = row.try_get(2).map_err(to_store_error)?;
-            let started: Option<i64> = row.try_get(3).map_err(to_store_error)?;
-            let expires: Option<i64> = row.try_get(4).map_err(to_store_error)?;
-            let used: Option<Vec<String>> = row.try_get(5).map_err(to_store_error)?;
-            let trial = match (started, expires, used) {
-                (Some(started), Some(expires), Some(used)) => Some(decode_trial(trial_id, started, expires, used)?),
-                _ => None,
-            };
-            let binding = Some(Binding { trial_id, valid: valid && trial.is_some(), trial });
-            if kind == KeyKind::Device.code() {
-                bindings.device = binding;
-            } else {
-                bindings.identity = binding;
-            }
+            bindings.add(row, 0)?;
         }
         Ok(bindings)
+    }
+
+    /// Adds the binding of `row`, whose [`FIND`] columns start at `first`.
+    fn add(&mut self, row: &Row, first: usize) -> Result<(), StoreError> {
+        let kind: i16 = row.try_get(first).map_err(to_store_error)?;
+        let trial_id: i64 = row.try_get(first + 1).map_err(to_store_error)?;
+        let valid: bool = row.try_get(first + 2).map_err(to_store_error)?;
+        let started: Option<i64> = row.try_get(first + 3).map_err(to_store_error)?;
+        let expires: Option<i64> = row.try_get(first + 4).map_err(to_store_error)?;
+        let used: Option<Vec<String>> = row.try_get(first + 5).map_err(to_store_error)?;
+        let trial = match (started, expires, used) {
+            (Some(started), Some(expires), Some(used)) => Some(decode_trial(trial_id, started, expires, used)?),
+            _ => None,
+        };
+        let binding = Some(Binding { trial_id, valid: valid && trial.is_some(), trial });
+        if kind == KeyKind::Device.code() {
+            self.device = binding;
+        } else {
+            self.identity = binding;
+        }
+        Ok(())
     }
 
     /// The ids of the trials these bindings point to, where the trial exists.
@@ -386,8 +431,8 @@ impl AuthorizeStatements {
             commit: conn.prepare(COMMIT).await?,
             lock_generations_and_keys: conn.prepare(LOCK_SHARED_THEN_EXCLUSIVE).await?,
             lock_trials: conn.prepare(LOCK_BATCH_TRIALS).await?,
-            find: conn.prepare(FIND).await?,
-            start: conn.prepare(START).await?,
+            find: conn.prepare(FIND_BATCH).await?,
+            start: conn.prepare(START_BATCH).await?,
             bind: conn.prepare(BIND).await?,
             update_resources: conn.prepare(UPDATE_RESOURCES).await?,
             move_bindings: conn.prepare(MOVE_BINDINGS).await?,
@@ -475,15 +520,6 @@ impl WriteJob {
             rule: rule.clone(),
             resource: resource.clone(),
             now,
-        }
-    }
-
-    fn lookup(&self) -> TrialLookup<'_> {
-        TrialLookup {
-            scope: &self.scope,
-            device: &self.device,
-            identity: self.identity.as_ref(),
-            valid_since: self.valid_since,
         }
     }
 
@@ -644,28 +680,27 @@ async fn authorize_together(
 ) -> Result<Vec<(usize, Outcome)>, TxError> {
     let mut generation_locks = Vec::new();
     let mut key_locks = Vec::new();
-    let (mut sps, mut mvpds, mut kinds, mut keys) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for &index in together {
+    // One element per key, for the trial locks and the bindings' read.
+    let (mut positions, mut sps, mut mvpds, mut kinds, mut keys, mut since) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (position, &index) in together.iter().enumerate() {
         let job = &jobs[index];
-        generation_locks.push(generation_lock(&job.scope, KeyKind::Device));
         key_locks.extend(job.key_locks());
-        sps.push(job.scope.service_provider.as_str());
-        mvpds.push(job.scope.mvpd.as_str());
-        kinds.push(KeyKind::Device.code());
-        keys.push(job.device.as_str());
-        if let Some(identity) = &job.identity {
-            generation_locks.push(generation_lock(&job.scope, KeyKind::Identity));
+        let identity = job.identity.as_ref().map(|identity| (KeyKind::Identity, identity.as_str()));
+        for (kind, key) in std::iter::once((KeyKind::Device, job.device.as_str())).chain(identity) {
+            generation_locks.push(generation_lock(&job.scope, kind));
+            positions.push(position as i32);
             sps.push(job.scope.service_provider.as_str());
             mvpds.push(job.scope.mvpd.as_str());
-            kinds.push(KeyKind::Identity.code());
-            keys.push(identity.as_str());
+            kinds.push(kind.code());
+            keys.push(key);
+            since.push(job.valid_since.as_millis());
         }
     }
     let (generation_locks, key_locks) = (sorted(generation_locks), sorted(key_locks));
-    let params: Vec<LookupParams<'_>> = together.iter().map(|&index| LookupParams::new(jobs[index].lookup())).collect();
-    let finds: Vec<[Param<'_>; 5]> = params.iter().map(LookupParams::all).collect();
     let lock_keys: [Param<'_>; 2] = [&generation_locks, &key_locks];
     let lock_trials: [Param<'_>; 4] = [&sps, &mvpds, &kinds, &keys];
+    let find: [Param<'_>; 6] = [&positions, &sps, &mvpds, &kinds, &keys, &since];
     let mut reads: Vec<(&tokio_postgres::Statement, &[Param<'_>])> = vec![(&s.begin, &[])];
     if !patient {
         reads.push((&s.batch_lock_timeout, &[]));
@@ -673,43 +708,66 @@ async fn authorize_together(
     let first_lock = reads.len();
     reads.push((&s.lock_generations_and_keys, &lock_keys));
     reads.push((&s.lock_trials, &lock_trials));
-    reads.extend(finds.iter().map(|find| (&s.find, &find[..])));
+    reads.push((&s.find, &find));
 
     conn.transaction_opening();
     let answers = conn.pipeline(&reads).await?;
     let answers = &answers[first_lock..];
     let locked = answers[1].iter().map(|row| row.try_get::<_, i64>(0)).collect::<Result<BTreeSet<i64>, _>>()?;
+    let mut found: Vec<Bindings> = together.iter().map(|_| Bindings::default()).collect();
+    for row in &answers[2] {
+        let position: i32 = row.try_get(0)?;
+        let bindings = usize::try_from(position).ok().and_then(|position| found.get_mut(position));
+        let Some(bindings) = bindings else {
+            return Err(
+                StoreError::Internal(format!("a binding was read for job {position} of {}", together.len())).into()
+            );
+        };
+        bindings.add(row, 1)?;
+    }
     let mut plans = Vec::with_capacity(together.len());
     // Two jobs with no key in common can still find one trial (two devices of
     // one promotional pass): each decides from what the reads saw, so only the
     // first may write it in this transaction; the others wait for the next.
     let mut claimed = std::collections::HashSet::new();
-    for (position, &index) in together.iter().enumerate() {
-        let bindings = Bindings::from_rows(&answers[2 + position])?;
+    for (&index, bindings) in together.iter().zip(&found) {
         let plan = if !bindings.trial_ids().all(|id| locked.contains(&id)) {
             Settled::StartOver
         } else if bindings.referenced_trials().any(|id| claimed.contains(&id)) {
             Settled::Deferred
         } else {
             claimed.extend(bindings.referenced_trials());
-            Settled::Planned(Box::new(Plan::new(&jobs[index], &bindings)?))
+            Settled::Planned(Box::new(Plan::new(&jobs[index], bindings)?))
         };
         plans.push((index, plan));
     }
 
+    // The new trials first, in one statement; then each job's other writes.
+    // A job's own writes keep their order (its start binds its keys before
+    // anything it pointed to is deleted), and no two jobs write one row.
+    let mut new_trials = NewTrials::default();
+    let start_at: Vec<Option<usize>> = plans
+        .iter()
+        .map(|(_, plan)| match plan {
+            Settled::Planned(plan) if plan.start.is_some() => Some(new_trials.push(plan)),
+            _ => None,
+        })
+        .collect();
     let mut writes: Vec<(&tokio_postgres::Statement, Vec<Param<'_>>)> = Vec::new();
-    let mut start_at = Vec::with_capacity(plans.len());
+    if !new_trials.sps.is_empty() {
+        writes.push((&s.start, new_trials.params()));
+    }
     for (_, plan) in &plans {
-        start_at.push(match plan {
-            Settled::Planned(plan) => plan.push_writes(s, &mut writes),
-            Settled::StartOver | Settled::Deferred => None,
-        });
+        if let Settled::Planned(plan) = plan {
+            plan.push_writes(s, &mut writes);
+        }
     }
     writes.push((&s.commit, vec![]));
     let writes: Vec<(&tokio_postgres::Statement, &[Param<'_>])> =
         writes.iter().map(|(statement, params)| (*statement, params.as_slice())).collect();
     let answers = conn.pipeline(&writes).await?;
     conn.transaction_closed();
+    let started_ids: &[Row] = if new_trials.sps.is_empty() { &[] } else { &answers[0] };
 
     let mut outcomes = Vec::with_capacity(plans.len());
     for ((index, plan), start_at) in plans.into_iter().zip(start_at) {
@@ -727,7 +785,7 @@ async fn authorize_together(
         // Committed: a failure from here on belongs to this job alone.
         let mut trial = Ok(plan.trial);
         if let Some((started_at, expires_at, used_resources)) = plan.start {
-            let id = start_at.and_then(|at| answers.get(at)).and_then(|rows| rows.first()).map(|row| row.try_get(0));
+            let id = start_at.and_then(|row| started_ids.get(row)).map(|row| row.try_get(0));
             trial = match id {
                 Some(Ok(id)) => Ok(Some(Trial { id: TrialId(id), started_at, expires_at, used_resources })),
                 Some(Err(error)) => Err(to_store_error(error)),
@@ -869,12 +927,12 @@ impl<'a> Plan<'a> {
         })
     }
 
-    /// Appends this job's writes; answers the index of the one that starts its trial, if it does.
+    /// Appends this job's writes but its start (see [`NewTrials`]).
     fn push_writes<'p>(
         &'p self,
         s: &'p AuthorizeStatements,
         writes: &mut Vec<(&'p tokio_postgres::Statement, Vec<Param<'p>>)>,
-    ) -> Option<usize> {
+    ) {
         if let Some((survivor, absorbed)) = &self.merged {
             writes.push((&s.move_bindings, vec![survivor, absorbed]));
             writes.push((&s.delete_trial, vec![absorbed]));
@@ -882,29 +940,64 @@ impl<'a> Plan<'a> {
         if self.resources_changed && self.start.is_none() {
             writes.push((&s.update_resources, vec![&self.survivor_id, &self.survivor_resources]));
         }
-        let mut start_at = None;
-        if self.start.is_some() {
-            start_at = Some(writes.len());
-            writes.push((
-                &s.start,
-                vec![
-                    &self.service_provider,
-                    &self.mvpd,
-                    &self.kinds,
-                    &self.keys,
-                    &self.started_ms,
-                    &self.expires_ms,
-                    &self.start_resources,
-                ],
-            ));
-        } else if !self.keys.is_empty() {
+        if self.start.is_none() && !self.keys.is_empty() {
             writes
                 .push((&s.bind, vec![&self.service_provider, &self.mvpd, &self.kinds, &self.keys, &self.survivor_id]));
         }
         if !self.previous.is_empty() {
             writes.push((&s.delete_unbound, vec![&self.previous]));
         }
-        start_at
+    }
+}
+
+/// The trials a batch's transaction starts, with their keys: the parameters of [`START_BATCH`].
+#[derive(Default)]
+struct NewTrials<'p> {
+    sps: Vec<&'p str>,
+    mvpds: Vec<&'p str>,
+    started_ms: Vec<i64>,
+    expires_ms: Vec<i64>,
+    first_resource: Vec<i32>,
+    resource_count: Vec<i32>,
+    resources: Vec<&'p str>,
+    key_positions: Vec<i64>,
+    kinds: Vec<i16>,
+    keys: Vec<&'p str>,
+}
+
+impl<'p> NewTrials<'p> {
+    /// Adds the trial `plan` starts; answers the row of its id in [`START_BATCH`]'s answer.
+    fn push(&mut self, plan: &'p Plan<'_>) -> usize {
+        let row = self.sps.len();
+        self.sps.push(plan.service_provider);
+        self.mvpds.push(plan.mvpd);
+        self.started_ms.push(plan.started_ms);
+        self.expires_ms.push(plan.expires_ms);
+        // Positions in SQL arrays count from 1.
+        self.first_resource.push(self.resources.len() as i32 + 1);
+        self.resource_count.push(plan.start_resources.len() as i32);
+        self.resources.extend(plan.start_resources.iter().map(String::as_str));
+        for (kind, key) in plan.kinds.iter().zip(&plan.keys) {
+            self.key_positions.push(row as i64 + 1);
+            self.kinds.push(*kind);
+            self.keys.push(key);
+        }
+        row
+    }
+
+    fn params(&self) -> Vec<Param<'_>> {
+        vec![
+            &self.sps,
+            &self.mvpds,
+            &self.started_ms,
+            &self.expires_ms,
+            &self.first_resource,
+            &self.resource_count,
+            &self.resources,
+            &self.key_positions,
+            &self.kinds,
+            &self.keys,
+        ]
     }
 }
 
@@ -1211,6 +1304,56 @@ mod batches {
         }
     }
 
+    /// Several new trials start in one statement: each caller is told the
+    /// trial its own keys find, with its own title.
+    #[tokio::test]
+    async fn trials_started_together_each_go_to_their_own_caller() {
+        let Some(database) = TestDatabase::create().await else { return };
+        let store = PostgresStore::connect(database.url(), PostgresOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let (basic, promotional) = (scope("REF30", "TempPass"), scope("REF30", "flexibleTempPass"));
+        let (basic_rule, promotional_rule) = (basic_rule("4h"), promotional_rule(3, "4h"));
+        let devices: Vec<_> = (0..4).map(|n| device_id(&format!("device-{n}"))).collect();
+        let identities: Vec<_> = (0..2).map(|n| identity(&format!("viewer-{n}@example.com"))).collect();
+        let lookups = [
+            device_lookup(&basic, &devices[0]),
+            TrialLookup { identity: Some(&identities[0]), ..device_lookup(&promotional, &devices[1]) },
+            device_lookup(&basic, &devices[2]),
+            TrialLookup { identity: Some(&identities[1]), ..device_lookup(&promotional, &devices[3]) },
+        ];
+        let rules = [&basic_rule, &promotional_rule, &basic_rule, &promotional_rule];
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let jobs: Vec<_> =
+            (0..4).map(|n| WriteJob::new(lookups[n], rules[n], &resource(&format!("res-{n}")), now)).collect();
+        let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut answers = Answers(vec![None, None, None, None], Vec::new());
+        authorize_batch(&mut conn, &jobs, &mut answers).await;
+        drop(conn);
+
+        let mut ids = std::collections::HashSet::new();
+        for (n, answer) in answers.0.into_iter().enumerate() {
+            let outcome = answer.unwrap_or_else(|| panic!("job {n} got no answer")).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(outcome.decision, Ok(()), "job {n}");
+            let told = outcome.trial.unwrap_or_else(|| panic!("job {n} was told of no trial"));
+            let stored = store
+                .find_trial(lookups[n])
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("job {n}'s keys find no trial"));
+            assert_eq!(told, stored, "job {n} was told of another trial than its keys find");
+            let titles = if n % 2 == 1 { vec![resource(&format!("res-{n}"))] } else { vec![] };
+            assert_eq!(stored.used_resources, titles, "job {n}'s titles");
+            ids.insert(stored.id);
+        }
+        assert_eq!(ids.len(), 4, "two jobs share a trial");
+        let another_device = device_id("another-device");
+        let by_identity =
+            TrialLookup { identity: Some(&identities[1]), ..device_lookup(&promotional, &another_device) };
+        let found = store.find_trial(by_identity).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(found.map(|t| t.used_resources), Some(vec![resource("res-3")]), "an identity was not bound");
+    }
+
     /// Two devices of one promotional pass in one batch, each with a key the
     /// other lacks: both find the one trial, and only one may write it.
     #[tokio::test]
@@ -1262,7 +1405,7 @@ mod batches {
 mod plans {
     use tokio_postgres::NoTls;
 
-    use super::{FIND, LOCK_BATCH_TRIALS};
+    use super::{FIND, FIND_BATCH, LOCK_BATCH_TRIALS};
     use crate::testing::TestDatabase;
     use crate::{PostgresOptions, PostgresStore};
 
@@ -1294,6 +1437,13 @@ mod plans {
         for plan in [
             generic_plan(&client, "text, text, text, text, bigint", FIND, &format!("{keys}, 0")).await,
             generic_plan(&client, "text[], text[], smallint[], text[]", LOCK_BATCH_TRIALS, batch_keys).await,
+            generic_plan(
+                &client,
+                "int[], text[], text[], smallint[], text[], bigint[]",
+                FIND_BATCH,
+                &format!("ARRAY[0, 0], {batch_keys}, ARRAY[0, 0]::bigint[]"),
+            )
+            .await,
         ] {
             assert!(!plan.contains("Seq Scan"), "a lookup scans a table:\n{plan}");
             let lines: Vec<&str> = plan.lines().collect();
