@@ -61,12 +61,20 @@ const MAX_ATTEMPTS: usize = 8;
 // --- statements -------------------------------------------------------------
 
 const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
-/// How long a batch's transaction waits for a lock before it gives up: its
-/// authorizations then run one by one, and one that still cannot get its
-/// lock runs last, alone, waiting as long as its statements may. One
-/// contended key must not hold back, or fail, the unrelated authorizations
-/// batched with it.
-const BATCH_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '200ms'";
+/// Every statement of a batch's transaction runs its cached generic plan.
+/// Their parameters are arrays, whose lengths make each custom plan look a
+/// little cheaper than the generic one, so under the default
+/// `plan_cache_mode` PostgreSQL planned every statement of every batch
+/// again: a seventh of its CPU per first use in a profile. The generic plans
+/// of the lookups are point probes (see the `plans` tests).
+const GENERIC_PLANS: &str = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)";
+/// [`GENERIC_PLANS`], and how long a batch's transaction waits for a lock
+/// before it gives up: its authorizations then run one by one, and one that
+/// still cannot get its lock runs last, alone, waiting as long as its
+/// statements may. One contended key must not hold back, or fail, the
+/// unrelated authorizations batched with it.
+const GENERIC_PLANS_AND_LOCK_TIMEOUT: &str = "
+    SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('lock_timeout', '200ms', true)";
 const COMMIT: &str = "COMMIT";
 /// The locks of an authorization in one statement: the generations' shared
 /// ($1), then the keys' exclusive ($2). An `Append` runs its branches in
@@ -176,7 +184,8 @@ const FIND_BATCH: &str = "
 /// kind, $10 the key. Answers the new ids in the order of $1.
 ///
 /// The ids are drawn from the identity column's sequence first, so that each
-/// is known to belong to its trial (`RETURNING` promises no order).
+/// is known to belong to its trial (`RETURNING` promises no order). Each
+/// key's generation is a point probe, as in [`FIND_BATCH`].
 const START_BATCH: &str = "
     WITH new AS MATERIALIZED (
         SELECT nextval('trials_id_seq') AS id, n.*
@@ -191,7 +200,10 @@ const START_BATCH: &str = "
         SELECT new.sp, new.mvpd, k.kind, k.key, COALESCE(g.generation, 0), new.id
         FROM unnest($8::bigint[], $9::smallint[], $10::text[]) AS k (position, kind, key)
         JOIN new ON new.position = k.position
-        LEFT JOIN generations g ON g.service_provider = new.sp AND g.mvpd = new.mvpd AND g.key_kind = k.kind
+        LEFT JOIN LATERAL (
+            SELECT x.generation FROM generations x
+            WHERE x.service_provider = new.sp AND x.mvpd = new.mvpd AND x.key_kind = k.kind
+            OFFSET 0) g ON true
         ON CONFLICT (service_provider, mvpd, key_kind, key)
         DO UPDATE SET generation = excluded.generation, trial_id = excluded.trial_id
     )
@@ -410,7 +422,8 @@ pub(crate) async fn find(
 /// the transaction starts so that its statements can be pipelined.
 struct AuthorizeStatements {
     begin: tokio_postgres::Statement,
-    batch_lock_timeout: tokio_postgres::Statement,
+    generic_plans: tokio_postgres::Statement,
+    generic_plans_and_lock_timeout: tokio_postgres::Statement,
     commit: tokio_postgres::Statement,
     lock_generations_and_keys: tokio_postgres::Statement,
     lock_trials: tokio_postgres::Statement,
@@ -427,7 +440,8 @@ impl AuthorizeStatements {
     async fn prepare(conn: &mut Conn) -> Result<Self, StoreError> {
         Ok(Self {
             begin: conn.prepare(BEGIN).await?,
-            batch_lock_timeout: conn.prepare(BATCH_LOCK_TIMEOUT).await?,
+            generic_plans: conn.prepare(GENERIC_PLANS).await?,
+            generic_plans_and_lock_timeout: conn.prepare(GENERIC_PLANS_AND_LOCK_TIMEOUT).await?,
             commit: conn.prepare(COMMIT).await?,
             lock_generations_and_keys: conn.prepare(LOCK_SHARED_THEN_EXCLUSIVE).await?,
             lock_trials: conn.prepare(LOCK_BATCH_TRIALS).await?,
@@ -541,7 +555,7 @@ impl WriteJob {
 /// whose caller stopped waiting is not run. A job whose key moved to an unlocked
 /// trial, or whose trial an earlier job of the transaction writes, runs again
 /// in the next transaction; so does one that waited for a lock longer than
-/// [`BATCH_LOCK_TIMEOUT`], last and alone; a deadlock reported by
+/// the lock timeout of [`GENERIC_PLANS_AND_LOCK_TIMEOUT`], last and alone; a deadlock reported by
 /// PostgreSQL runs the whole transaction again; any other error rolls it back
 /// and its jobs run one per transaction from then on, so an error belongs to
 /// one job. A job that took part in [`MAX_ATTEMPTS`] transactions without an
@@ -670,7 +684,7 @@ fn disjoint(jobs: &[WriteJob], pending: &[usize], one_at_a_time: bool) -> (Vec<u
 /// One transaction for the jobs `together` (no two share a key). Answers what
 /// each job came to. Two round trips: the locks and every read, then every
 /// write and the commit. Unless `patient`, a lock not granted within
-/// [`BATCH_LOCK_TIMEOUT`] fails the transaction with `LOCK_NOT_AVAILABLE`.
+/// the lock timeout of [`GENERIC_PLANS_AND_LOCK_TIMEOUT`] fails the transaction with `LOCK_NOT_AVAILABLE`.
 async fn authorize_together(
     conn: &mut Conn,
     s: &AuthorizeStatements,
@@ -702,9 +716,7 @@ async fn authorize_together(
     let lock_trials: [Param<'_>; 4] = [&sps, &mvpds, &kinds, &keys];
     let find: [Param<'_>; 6] = [&positions, &sps, &mvpds, &kinds, &keys, &since];
     let mut reads: Vec<(&tokio_postgres::Statement, &[Param<'_>])> = vec![(&s.begin, &[])];
-    if !patient {
-        reads.push((&s.batch_lock_timeout, &[]));
-    }
+    reads.push((if patient { &s.generic_plans } else { &s.generic_plans_and_lock_timeout }, &[]));
     let first_lock = reads.len();
     reads.push((&s.lock_generations_and_keys, &lock_keys));
     reads.push((&s.lock_trials, &lock_trials));
@@ -1405,7 +1417,7 @@ mod batches {
 mod plans {
     use tokio_postgres::NoTls;
 
-    use super::{FIND, FIND_BATCH, LOCK_BATCH_TRIALS};
+    use super::{FIND, FIND_BATCH, LOCK_BATCH_TRIALS, START_BATCH};
     use crate::testing::TestDatabase;
     use crate::{PostgresOptions, PostgresStore};
 
@@ -1455,6 +1467,15 @@ mod plans {
                 "bindings are not probed by their whole key:\n{plan}"
             );
         }
+        let start = generic_plan(
+            &client,
+            "text[], text[], bigint[], bigint[], int[], int[], text[], bigint[], smallint[], text[]",
+            START_BATCH,
+            "ARRAY['REF30'], ARRAY['TempPass'], ARRAY[1]::bigint[], ARRAY[2]::bigint[], ARRAY[1], ARRAY[1], \
+             ARRAY['res-1'], ARRAY[1]::bigint[], ARRAY[0]::smallint[], ARRAY['device-1']",
+        )
+        .await;
+        assert!(!start.contains("Seq Scan"), "starting trials scans a table:\n{start}");
         drop(store);
     }
 }
