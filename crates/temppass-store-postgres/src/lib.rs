@@ -31,7 +31,7 @@ use temppass_store::{
     AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, BoundKeys, Client, ReclaimReport, Session, Store,
     StoreError, StoredSigningKey, TrialLookup,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
 
 use connection::Conn;
@@ -207,8 +207,14 @@ impl PostgresStore {
         tokio::spawn(load_bound_keys(pool.clone(), target.clone(), Arc::downgrade(&bound)));
         let (writes, queue) = mpsc::unbounded_channel();
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let running = Arc::new(watch::Sender::new(0));
         for _ in 0..(options.pool_size / 4).clamp(1, 8) {
-            let writer = Writer { pool: pool.clone(), target: target.clone(), deadline: options.operation_timeout };
+            let writer = Writer {
+                pool: pool.clone(),
+                target: target.clone(),
+                deadline: options.operation_timeout,
+                running: Arc::clone(&running),
+            };
             tokio::spawn(writer.write_in_batches(Arc::clone(&queue)));
         }
         Ok(Self {
@@ -253,17 +259,45 @@ impl PostgresStore {
 type WriteRequest = (trials::WriteJob, oneshot::Sender<Result<AuthorizeOutcome, StoreError>>);
 
 /// Authorizations that one writer runs together at most.
-const WRITE_BATCH: usize = 32;
+const WRITE_BATCH: usize = 64;
+
+/// How long a batch may run before another writer starts one beside it.
+/// Until then the authorizations that arrive wait for it and then go
+/// together, in one batch: on a busy server, a few large batches cost
+/// PostgreSQL much less than many small ones (statements, locks and a WAL
+/// flush per transaction). A batch slower than this (one waiting for a lock
+/// held elsewhere, or a slow disk) must not hold back the next.
+const OVERLAP_AFTER: Duration = Duration::from_millis(20);
 
 /// A task that takes the authorizations waiting and runs them in as few
 /// transactions as it can (`trials::authorize_batch`): one commit, one WAL
-/// flush, for many first uses. Several run side by side, each with a pooled
-/// connection per batch, so one batch's commit does not hold back the next.
+/// flush, for many first uses. Several share the queue, each with a pooled
+/// connection per batch: one takes jobs at a time, and it waits for the
+/// batch in flight (up to [`OVERLAP_AFTER`]) before it takes them, so that
+/// they gather into one batch (group commit) unless that batch is slow.
 struct Writer {
     pool: Pool,
     target: String,
     /// The whole batch, as `operation_timeout` bounds one operation.
     deadline: Duration,
+    /// How many batches are running, shared by the writers.
+    running: Arc<watch::Sender<usize>>,
+}
+
+/// Counts a batch as running until it is dropped.
+struct Running(Arc<watch::Sender<usize>>);
+
+impl Running {
+    fn start(running: &Arc<watch::Sender<usize>>) -> Self {
+        running.send_modify(|count| *count += 1);
+        Self(Arc::clone(running))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.send_modify(|count| *count -= 1);
+    }
 }
 
 impl Writer {
@@ -271,9 +305,22 @@ impl Writer {
     async fn write_in_batches(self, queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<WriteRequest>>>) {
         let mut batch = Vec::with_capacity(WRITE_BATCH);
         loop {
-            if queue.lock().await.recv_many(&mut batch, WRITE_BATCH).await == 0 {
+            let mut waiting = queue.lock().await;
+            if waiting.recv_many(&mut batch, WRITE_BATCH).await == 0 {
                 return;
             }
+            let mut idle = self.running.subscribe();
+            if *idle.borrow_and_update() > 0 {
+                // Let more gather behind the batch in flight, then take them all.
+                let _ = tokio::time::timeout(OVERLAP_AFTER, idle.wait_for(|count| *count == 0)).await;
+                while batch.len() < WRITE_BATCH {
+                    let Ok(request) = waiting.try_recv() else { break };
+                    batch.push(request);
+                }
+            }
+            // Counted before the next writer may look at the queue.
+            let _running = Running::start(&self.running);
+            drop(waiting);
             let (jobs, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
             let mut callers = Replies(replies.into_iter().map(Some).collect());
             if !(0..jobs.len()).any(|index| trials::Callers::waiting(&callers, index)) {

@@ -1316,6 +1316,48 @@ mod batches {
         }
     }
 
+    /// Writers gather first uses behind the batch in flight, but never
+    /// behind one that waits for a lock held elsewhere.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_first_use_waiting_for_a_lock_held_elsewhere_holds_back_no_other() {
+        let Some(database) = TestDatabase::create().await else { return };
+        let store = std::sync::Arc::new(
+            PostgresStore::connect(database.url(), PostgresOptions::default())
+                .await
+                .unwrap_or_else(|e| panic!("connect: {e}")),
+        );
+        let scope = scope("REF30", "TempPass");
+        let (busy, free) = (device_id("busy-device"), device_id("free-device"));
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let (holder, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        tokio::spawn(connection);
+        let key = super::key_lock(&scope, super::KeyKind::Device, busy.as_str());
+        holder.execute("SELECT pg_advisory_lock($1)", &[&key]).await.unwrap_or_else(|e| panic!("{e}"));
+
+        let waiting = {
+            let (store, scope, busy) = (store.clone(), scope.clone(), busy.clone());
+            tokio::spawn(async move {
+                store.authorize(device_lookup(&scope, &busy), &basic_rule("4h"), &resource("res-1"), now).await
+            })
+        };
+        // Until the busy device's batch waits for the lock.
+        let waiters = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+        while holder.query_one(waiters, &[]).await.map(|row| row.get::<_, i64>(0)).unwrap_or_else(|e| panic!("{e}"))
+            == 0
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let answer = store.authorize(device_lookup(&scope, &free), &basic_rule("4h"), &resource("res-1"), now).await;
+        assert_eq!(answer.map(|o| o.decision).ok(), Some(Ok(())), "the free device waited for the held lock");
+        assert!(!waiting.is_finished(), "the busy device did not wait for its lock");
+
+        holder.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.unwrap_or_else(|e| panic!("{e}"));
+        let answer = waiting.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(answer.map(|o| o.decision).ok(), Some(Ok(())), "the busy device was not permitted once free");
+    }
+
     /// Several new trials start in one statement: each caller is told the
     /// trial its own keys find, with its own title.
     #[tokio::test]
