@@ -27,10 +27,10 @@
 use std::collections::BTreeSet;
 
 use temppass_core::{
-    AuthorizeVerdict, DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId, TrialUpdate,
+    AuthorizeVerdict, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId, TrialUpdate,
     authorize as decide, merge,
 };
-use temppass_store::{AuthorizeOutcome, BoundKeys, FoundTrials, ReclaimReport, StoreError, TrialLookup};
+use temppass_store::{AuthorizeOutcome, BoundKeys, FoundTrials, OwnedLookup, ReclaimReport, StoreError, TrialLookup};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
@@ -515,10 +515,7 @@ macro_rules! with_retries {
 /// An authorization that needs the write path, owned so that it can wait
 /// for a batch (see `PostgresStore::authorize`).
 pub(crate) struct WriteJob {
-    scope: RuleScope,
-    device: DeviceId,
-    identity: Option<IdentityHash>,
-    valid_since: Timestamp,
+    lookup: OwnedLookup,
     rule: Rule,
     resource: ResourceId,
     now: Timestamp,
@@ -526,21 +523,14 @@ pub(crate) struct WriteJob {
 
 impl WriteJob {
     pub(crate) fn new(lookup: TrialLookup<'_>, rule: &Rule, resource: &ResourceId, now: Timestamp) -> Self {
-        Self {
-            scope: lookup.scope.clone(),
-            device: lookup.device.clone(),
-            identity: lookup.identity.cloned(),
-            valid_since: lookup.valid_since,
-            rule: rule.clone(),
-            resource: resource.clone(),
-            now,
-        }
+        Self { lookup: OwnedLookup::new(lookup), rule: rule.clone(), resource: resource.clone(), now }
     }
 
     /// The advisory locks of its keys, as `lock_key` numbers.
     fn key_locks(&self) -> impl Iterator<Item = i64> + '_ {
-        let device = key_lock(&self.scope, KeyKind::Device, self.device.as_str());
-        let identity = self.identity.as_ref().map(|i| key_lock(&self.scope, KeyKind::Identity, i.as_str()));
+        let OwnedLookup { scope, device, identity, .. } = &self.lookup;
+        let device = key_lock(scope, KeyKind::Device, device.as_str());
+        let identity = identity.as_ref().map(|i| key_lock(scope, KeyKind::Identity, i.as_str()));
         std::iter::once(device).chain(identity)
     }
 }
@@ -700,15 +690,15 @@ async fn authorize_together(
     for (position, &index) in together.iter().enumerate() {
         let job = &jobs[index];
         key_locks.extend(job.key_locks());
-        let identity = job.identity.as_ref().map(|identity| (KeyKind::Identity, identity.as_str()));
-        for (kind, key) in std::iter::once((KeyKind::Device, job.device.as_str())).chain(identity) {
-            generation_locks.push(generation_lock(&job.scope, kind));
+        let identity = job.lookup.identity.as_ref().map(|identity| (KeyKind::Identity, identity.as_str()));
+        for (kind, key) in std::iter::once((KeyKind::Device, job.lookup.device.as_str())).chain(identity) {
+            generation_locks.push(generation_lock(&job.lookup.scope, kind));
             positions.push(position as i32);
-            sps.push(job.scope.service_provider.as_str());
-            mvpds.push(job.scope.mvpd.as_str());
+            sps.push(job.lookup.scope.service_provider.as_str());
+            mvpds.push(job.lookup.scope.mvpd.as_str());
             kinds.push(kind.code());
             keys.push(key);
-            since.push(job.valid_since.as_millis());
+            since.push(job.lookup.valid_since.as_millis());
         }
     }
     let (generation_locks, key_locks) = (sorted(generation_locks), sorted(key_locks));
@@ -892,10 +882,10 @@ impl<'a> Plan<'a> {
         let device_rebinds = start.is_some() || (final_id.is_some() && device_trial != final_id);
         let identity_rebinds = start.is_some() || (final_id.is_some() && identity_trial != final_id);
         let candidates = [
-            (KeyKind::Device, Some(job.device.as_str()).filter(|_| device_rebinds), &bindings.device),
+            (KeyKind::Device, Some(job.lookup.device.as_str()).filter(|_| device_rebinds), &bindings.device),
             (
                 KeyKind::Identity,
-                job.identity.as_ref().map(IdentityHash::as_str).filter(|_| identity_rebinds),
+                job.lookup.identity.as_ref().map(IdentityHash::as_str).filter(|_| identity_rebinds),
                 &bindings.identity,
             ),
         ];
@@ -926,8 +916,8 @@ impl<'a> Plan<'a> {
             start,
             merged,
             resources_changed,
-            service_provider: job.scope.service_provider.as_str(),
-            mvpd: job.scope.mvpd.as_str(),
+            service_provider: job.lookup.scope.service_provider.as_str(),
+            mvpd: job.lookup.scope.mvpd.as_str(),
             kinds,
             keys,
             previous,
@@ -1263,18 +1253,52 @@ mod batches {
     use crate::testing::TestDatabase;
     use crate::{PostgresOptions, PostgresStore, connection};
 
-    /// The answers of a batch's jobs, and the order they came in, for a test to look at.
-    struct Answers(Vec<Option<Result<AuthorizeOutcome, StoreError>>>, Vec<usize>);
+    /// The answers of a batch's jobs, the order they came in, and the jobs
+    /// whose callers gave up, for a test to look at.
+    struct Answers(Vec<Option<Result<AuthorizeOutcome, StoreError>>>, Vec<usize>, Vec<usize>);
+
+    impl Answers {
+        fn for_jobs(count: usize) -> Self {
+            Self((0..count).map(|_| None).collect(), Vec::new(), Vec::new())
+        }
+    }
 
     impl Callers for Answers {
         fn waiting(&self, index: usize) -> bool {
-            self.0[index].is_none()
+            self.0[index].is_none() && !self.2.contains(&index)
         }
 
         fn answer(&mut self, index: usize, answer: Result<AuthorizeOutcome, StoreError>) {
             self.0[index] = Some(answer);
             self.1.push(index);
         }
+    }
+
+    /// A caller that gave up (its deadline passed while the job queued) is
+    /// told nothing, and nothing is written for it.
+    #[tokio::test]
+    async fn a_job_whose_caller_gave_up_is_never_run() {
+        let Some(database) = TestDatabase::create().await else { return };
+        let store = PostgresStore::connect(database.url(), PostgresOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let scope = scope("REF30", "TempPass");
+        let (gone, staying) = (device_id("gone-device"), device_id("staying-device"));
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let jobs = [
+            WriteJob::new(device_lookup(&scope, &gone), &basic_rule("4h"), &resource("res-1"), now),
+            WriteJob::new(device_lookup(&scope, &staying), &basic_rule("4h"), &resource("res-1"), now),
+        ];
+        let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut answers = Answers::for_jobs(2);
+        answers.2.push(0);
+        authorize_batch(&mut conn, &jobs, &mut answers).await;
+        drop(conn);
+
+        assert_eq!(answers.1, vec![1], "only the caller still waiting is answered");
+        let found = |device| store.find_trial(device_lookup(&scope, device));
+        assert_eq!(found(&gone).await.unwrap_or_else(|e| panic!("{e}")), None, "a trial nobody was told of");
+        assert!(found(&staying).await.unwrap_or_else(|e| panic!("{e}")).is_some(), "the waiting caller's trial");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1305,7 +1329,7 @@ mod batches {
         });
 
         let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
-        let mut answers = Answers(vec![None, None], Vec::new());
+        let mut answers = Answers::for_jobs(2);
         authorize_batch(&mut conn, &jobs, &mut answers).await;
         release.await.unwrap_or_else(|e| panic!("{e}"));
 
@@ -1381,7 +1405,7 @@ mod batches {
         let jobs: Vec<_> =
             (0..4).map(|n| WriteJob::new(lookups[n], rules[n], &resource(&format!("res-{n}")), now)).collect();
         let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
-        let mut answers = Answers(vec![None, None, None, None], Vec::new());
+        let mut answers = Answers::for_jobs(4);
         authorize_batch(&mut conn, &jobs, &mut answers).await;
         drop(conn);
 
@@ -1437,7 +1461,7 @@ mod batches {
             WriteJob::new(lookup(&kitchen, &guest), &rule, &resource("res-2"), now),
         ];
         let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
-        let mut answers = Answers(vec![None, None], Vec::new());
+        let mut answers = Answers::for_jobs(2);
         authorize_batch(&mut conn, &jobs, &mut answers).await;
         drop(conn);
         let answers: Vec<_> =

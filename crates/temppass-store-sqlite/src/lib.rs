@@ -25,8 +25,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
 use temppass_store::{
-    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, BoundKeys, Client, ReclaimReport, Session, Store,
-    StoreError, StoredSigningKey, TrialLookup,
+    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, BoundKeys, Client, OwnedLookup, ReclaimReport,
+    Session, Store, StoreError, StoredSigningKey, TrialLookup,
 };
 
 /// The writer checkpoints the WAL itself only past this many pages (16 MiB):
@@ -169,34 +169,6 @@ fn configure(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<()>
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
-}
-
-/// Owned copies of a lookup's keys, for moving into the writer thread.
-struct OwnedLookup {
-    scope: RuleScope,
-    device: DeviceId,
-    identity: Option<IdentityHash>,
-    valid_since: Timestamp,
-}
-
-impl OwnedLookup {
-    fn new(lookup: TrialLookup<'_>) -> Self {
-        Self {
-            scope: lookup.scope.clone(),
-            device: lookup.device.clone(),
-            identity: lookup.identity.cloned(),
-            valid_since: lookup.valid_since,
-        }
-    }
-
-    fn borrow(&self) -> TrialLookup<'_> {
-        TrialLookup {
-            scope: &self.scope,
-            device: &self.device,
-            identity: self.identity.as_ref(),
-            valid_since: self.valid_since,
-        }
-    }
 }
 
 #[async_trait]

@@ -302,13 +302,7 @@ pub async fn bound_keys_loaded(keys: &BoundKeys) {
 }
 
 /// Owned keys of a lookup, so concurrent tasks can carry them.
-#[derive(Debug, Clone)]
-struct Keys {
-    scope: RuleScope,
-    device: DeviceId,
-    identity: Option<IdentityHash>,
-    valid_since: Timestamp,
-}
+type Keys = crate::OwnedLookup;
 
 impl Keys {
     fn device(scope: &RuleScope, device: &str) -> Self {
@@ -322,19 +316,10 @@ impl Keys {
     fn valid_since(self, valid_since: Timestamp) -> Self {
         Self { valid_since, ..self }
     }
-
-    fn lookup(&self) -> TrialLookup<'_> {
-        TrialLookup {
-            scope: &self.scope,
-            device: &self.device,
-            identity: self.identity.as_ref(),
-            valid_since: self.valid_since,
-        }
-    }
 }
 
 async fn find(store: &dyn Store, keys: &Keys) -> Option<Trial> {
-    store.find_trial(keys.lookup()).await.unwrap_or_else(|e| panic!("find_trial({keys:?}) failed: {e}"))
+    store.find_trial(keys.borrow()).await.unwrap_or_else(|e| panic!("find_trial({keys:?}) failed: {e}"))
 }
 
 /// The trial `keys` find; panics when they find none.
@@ -344,7 +329,7 @@ async fn found(store: &dyn Store, keys: &Keys) -> Trial {
 
 async fn authorize(store: &dyn Store, keys: &Keys, rule: &Rule, resource_id: &str, now_ms: i64) -> AuthorizeOutcome {
     store
-        .authorize(keys.lookup(), rule, &resource(resource_id), at(now_ms))
+        .authorize(keys.borrow(), rule, &resource(resource_id), at(now_ms))
         .await
         .unwrap_or_else(|e| panic!("authorize({keys:?}, {resource_id:?}, now {now_ms}) failed: {e}"))
 }

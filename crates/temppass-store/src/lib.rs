@@ -49,6 +49,36 @@ pub struct TrialLookup<'a> {
     pub valid_since: Timestamp,
 }
 
+/// A [`TrialLookup`] that owns its keys, for one that waits in a queue (a
+/// backend's writer) beyond the borrow of its caller.
+#[derive(Debug, Clone)]
+pub struct OwnedLookup {
+    pub scope: RuleScope,
+    pub device: DeviceId,
+    pub identity: Option<IdentityHash>,
+    pub valid_since: Timestamp,
+}
+
+impl OwnedLookup {
+    pub fn new(lookup: TrialLookup<'_>) -> Self {
+        Self {
+            scope: lookup.scope.clone(),
+            device: lookup.device.clone(),
+            identity: lookup.identity.cloned(),
+            valid_since: lookup.valid_since,
+        }
+    }
+
+    pub fn borrow(&self) -> TrialLookup<'_> {
+        TrialLookup {
+            scope: &self.scope,
+            device: &self.device,
+            identity: self.identity.as_ref(),
+            valid_since: self.valid_since,
+        }
+    }
+}
+
 /// The answer of [`Store::authorize`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizeOutcome {
