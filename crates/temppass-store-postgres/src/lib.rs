@@ -265,26 +265,26 @@ const WRITE_BATCH: usize = 64;
 /// Until then the authorizations that arrive wait for it and then go
 /// together, in one batch: on a busy server, a few large batches cost
 /// PostgreSQL much less than many small ones (statements, locks and a WAL
-/// flush per transaction). A batch slower than this (one waiting for a lock
-/// held elsewhere, or a slow disk) must not hold back the next.
+/// flush per transaction). A batch older than this (one waiting for a lock
+/// held elsewhere, or a slow disk) no longer counts: the next starts at once.
 const OVERLAP_AFTER: Duration = Duration::from_millis(20);
 
 /// A task that takes the authorizations waiting and runs them in as few
 /// transactions as it can (`trials::authorize_batch`): one commit, one WAL
 /// flush, for many first uses. Several share the queue, each with a pooled
-/// connection per batch: one takes jobs at a time, and it waits for the
-/// batch in flight (up to [`OVERLAP_AFTER`]) before it takes them, so that
-/// they gather into one batch (group commit) unless that batch is slow.
+/// connection per batch: one takes jobs at a time, and it waits until no
+/// batch younger than [`OVERLAP_AFTER`] runs before it takes them, so that
+/// they gather into one batch (group commit) while a slow batch holds back nobody.
 struct Writer {
     pool: Pool,
     target: String,
     /// The whole batch, as `operation_timeout` bounds one operation.
     deadline: Duration,
-    /// How many batches are running, shared by the writers.
+    /// How many batches younger than [`OVERLAP_AFTER`] are running, shared by the writers.
     running: Arc<watch::Sender<usize>>,
 }
 
-/// Counts a batch as running until it is dropped.
+/// Counts a batch as young until it is dropped.
 struct Running(Arc<watch::Sender<usize>>);
 
 impl Running {
@@ -319,19 +319,30 @@ impl Writer {
                 }
             }
             // Counted before the next writer may look at the queue.
-            let _running = Running::start(&self.running);
+            let mut young = Some(Running::start(&self.running));
             drop(waiting);
             let (jobs, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
             let mut callers = Replies(replies.into_iter().map(Some).collect());
             if !(0..jobs.len()).any(|index| trials::Callers::waiting(&callers, index)) {
                 continue;
             }
-            let run = async {
-                let mut conn = connection::get(&self.pool, &self.target).await?;
-                trials::authorize_batch(&mut conn, &jobs, &mut callers).await;
-                Ok::<(), StoreError>(())
+            let finished = {
+                let run = tokio::time::timeout(self.deadline, async {
+                    let mut conn = connection::get(&self.pool, &self.target).await?;
+                    trials::authorize_batch(&mut conn, &jobs, &mut callers).await;
+                    Ok::<(), StoreError>(())
+                });
+                tokio::pin!(run);
+                loop {
+                    tokio::select! {
+                        finished = &mut run => break finished,
+                        // Old enough: the writers waiting start beside it.
+                        () = tokio::time::sleep(OVERLAP_AFTER), if young.is_some() => young = None,
+                    }
+                }
             };
-            let failed = match tokio::time::timeout(self.deadline, run).await {
+            drop(young);
+            let failed = match finished {
                 Ok(Ok(())) => None,
                 Ok(Err(error)) => Some(error),
                 Err(_) => Some(StoreError::Unavailable(format!(

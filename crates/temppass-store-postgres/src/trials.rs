@@ -150,7 +150,7 @@ const BIND: &str = "
     DO UPDATE SET generation = excluded.generation, trial_id = excluded.trial_id";
 
 /// [`FIND`] for every job of a batch's transaction, in one statement: $1 job
-/// positions, $2 service providers, $3 mvpds, $4 key kinds, $5 keys, $6
+/// positions (0-based), $2 service providers, $3 mvpds, $4 key kinds, $5 keys, $6
 /// valid since (ms), one element per key. Answers the job position, then
 /// [`FIND`]'s columns, for each key that has a binding.
 ///
@@ -1367,7 +1367,8 @@ mod batches {
             })
         };
         // Until the busy device's batch waits for the lock.
-        let waiters = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+        let waiters = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+                       AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
         while holder.query_one(waiters, &[]).await.map(|row| row.get::<_, i64>(0)).unwrap_or_else(|e| panic!("{e}"))
             == 0
         {
@@ -1483,7 +1484,7 @@ mod batches {
 mod plans {
     use tokio_postgres::NoTls;
 
-    use super::{FIND, FIND_BATCH, LOCK_BATCH_TRIALS, START_BATCH};
+    use super::{BIND, DELETE_UNBOUND, FIND, FIND_BATCH, LOCK_BATCH_TRIALS, MOVE_BINDINGS, START_BATCH};
     use crate::testing::TestDatabase;
     use crate::{PostgresOptions, PostgresStore};
 
@@ -1542,6 +1543,20 @@ mod plans {
         )
         .await;
         assert!(!start.contains("Seq Scan"), "starting trials scans a table:\n{start}");
+        // The other writes of a batch run on generic plans too.
+        for plan in [
+            generic_plan(&client, "bigint[]", DELETE_UNBOUND, "ARRAY[1, 2]::bigint[]").await,
+            generic_plan(&client, "bigint, bigint", MOVE_BINDINGS, "1, 2").await,
+            generic_plan(
+                &client,
+                "text, text, smallint[], text[], bigint",
+                BIND,
+                "'REF30', 'TempPass', ARRAY[0]::smallint[], ARRAY['device-1'], 1",
+            )
+            .await,
+        ] {
+            assert!(!plan.contains("Seq Scan"), "a write scans a table:\n{plan}");
+        }
         drop(store);
     }
 }
