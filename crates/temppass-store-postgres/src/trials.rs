@@ -1253,6 +1253,15 @@ mod batches {
     use crate::testing::TestDatabase;
     use crate::{PostgresOptions, PostgresStore, connection};
 
+    /// A store on a database of its own, when PostgreSQL is configured for tests.
+    async fn fresh_store() -> Option<(TestDatabase, PostgresStore)> {
+        let database = TestDatabase::create().await?;
+        let store = PostgresStore::connect(database.url(), PostgresOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        Some((database, store))
+    }
+
     /// The answers of a batch's jobs, the order they came in, and the jobs
     /// whose callers gave up, for a test to look at.
     struct Answers(Vec<Option<Result<AuthorizeOutcome, StoreError>>>, Vec<usize>, Vec<usize>);
@@ -1278,10 +1287,7 @@ mod batches {
     /// told nothing, and nothing is written for it.
     #[tokio::test]
     async fn a_job_whose_caller_gave_up_is_never_run() {
-        let Some(database) = TestDatabase::create().await else { return };
-        let store = PostgresStore::connect(database.url(), PostgresOptions::default())
-            .await
-            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let Some((_database, store)) = fresh_store().await else { return };
         let scope = scope("REF30", "TempPass");
         let (gone, staying) = (device_id("gone-device"), device_id("staying-device"));
         let now = Timestamp::from_millis(1_700_000_000_000);
@@ -1303,10 +1309,7 @@ mod batches {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_key_held_elsewhere_holds_back_no_other_authorization_of_its_batch() {
-        let Some(database) = TestDatabase::create().await else { return };
-        let store = PostgresStore::connect(database.url(), PostgresOptions::default())
-            .await
-            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let Some((database, store)) = fresh_store().await else { return };
         let scope = scope("REF30", "TempPass");
         let rule = basic_rule("4h");
         let (busy, free) = (device_id("busy-device"), device_id("free-device"));
@@ -1344,12 +1347,8 @@ mod batches {
     /// behind one that waits for a lock held elsewhere.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_first_use_waiting_for_a_lock_held_elsewhere_holds_back_no_other() {
-        let Some(database) = TestDatabase::create().await else { return };
-        let store = std::sync::Arc::new(
-            PostgresStore::connect(database.url(), PostgresOptions::default())
-                .await
-                .unwrap_or_else(|e| panic!("connect: {e}")),
-        );
+        let Some((database, store)) = fresh_store().await else { return };
+        let store = std::sync::Arc::new(store);
         let scope = scope("REF30", "TempPass");
         let (busy, free) = (device_id("busy-device"), device_id("free-device"));
         let now = Timestamp::from_millis(1_700_000_000_000);
@@ -1387,10 +1386,7 @@ mod batches {
     /// trial its own keys find, with its own title.
     #[tokio::test]
     async fn trials_started_together_each_go_to_their_own_caller() {
-        let Some(database) = TestDatabase::create().await else { return };
-        let store = PostgresStore::connect(database.url(), PostgresOptions::default())
-            .await
-            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let Some((_database, store)) = fresh_store().await else { return };
         let (basic, promotional) = (scope("REF30", "TempPass"), scope("REF30", "flexibleTempPass"));
         let (basic_rule, promotional_rule) = (basic_rule("4h"), promotional_rule(3, "4h"));
         let devices: Vec<_> = (0..4).map(|n| device_id(&format!("device-{n}"))).collect();
@@ -1437,10 +1433,7 @@ mod batches {
     /// other lacks: both find the one trial, and only one may write it.
     #[tokio::test]
     async fn two_devices_of_one_pass_in_one_batch_never_exceed_the_cap_nor_lose_a_title() {
-        let Some(database) = TestDatabase::create().await else { return };
-        let store = PostgresStore::connect(database.url(), PostgresOptions::default())
-            .await
-            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let Some((_database, store)) = fresh_store().await else { return };
         let scope = scope("REF30", "flexibleTempPass");
         let rule = promotional_rule(2, "4h");
         let (living_room, kitchen) = (device_id("living-room"), device_id("kitchen"));
