@@ -15,9 +15,8 @@ use deadpool_postgres::{ClientWrapper, Object, Pool, PoolError};
 use futures_util::future::maybe_done;
 use temppass_store::StoreError;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Row, SimpleQueryRow, Statement};
+use tokio_postgres::{Row, Statement};
 
-use crate::script::{self, Script};
 use crate::to_store_error;
 
 /// One statement parameter.
@@ -57,8 +56,6 @@ pub(crate) async fn get(pool: &Pool, target: &str) -> Result<Conn, StoreError> {
             }
             other => other,
         }),
-        // The hook prepares a writer's statements (see `trials::PREPARE_SCRIPTED`).
-        Err(PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(error))) => Err(to_store_error(error)),
         Err(PoolError::Closed) => Err(StoreError::Unavailable("the connection pool is closed".into())),
         Err(other) => Err(StoreError::Internal(format!("connection pool: {other}"))),
     }
@@ -128,55 +125,6 @@ impl Conn {
             }
         }
         Ok(rows)
-    }
-
-    /// Sends `script` (see `script.rs`), then `statements`, before reading any
-    /// answer, as [`Conn::pipeline`] does: the script's statements run first,
-    /// in order, and PostgreSQL answers all of them with one write. Returns
-    /// the rows of each statement of the script, then of each of
-    /// `statements`, or the first error in order.
-    pub(crate) async fn script_then(
-        &mut self,
-        script: &Script,
-        statements: &[(&Statement, &[Param<'_>])],
-    ) -> Result<(Vec<Vec<SimpleQueryRow>>, Vec<Vec<Row>>), tokio_postgres::Error> {
-        self.in_flight = true;
-        let client = self.wrapper();
-        let mut script_answer = maybe_done(Box::pin(client.simple_query(script.sql())));
-        let mut answers: Vec<_> = statements
-            .iter()
-            .map(|(statement, params)| maybe_done(Box::pin(client.query(*statement, params))))
-            .collect();
-        // Each request is written when its future is first polled: in order.
-        poll_fn(|cx| {
-            let _ = Pin::new(&mut script_answer).poll(cx);
-            for answer in &mut answers {
-                let _ = Pin::new(answer).poll(cx);
-            }
-            Poll::Ready(())
-        })
-        .await;
-        (&mut script_answer).await;
-        for answer in &mut answers {
-            answer.await;
-        }
-        let script_result = Pin::new(&mut script_answer).take_output();
-        let results: Vec<_> = answers.iter_mut().map(|answer| Pin::new(answer).take_output()).collect();
-        drop((script_answer, answers));
-        self.in_flight = false;
-        let script_rows = match script_result {
-            Some(result) => script::answers(result?),
-            None => unreachable!("the script was awaited"),
-        };
-        let mut rows = Vec::with_capacity(results.len());
-        for result in results {
-            match result {
-                Some(Ok(answer)) => rows.push(answer),
-                Some(Err(error)) => return Err(error),
-                None => unreachable!("every pipelined statement was awaited"),
-            }
-        }
-        Ok((script_rows, rows))
     }
 
     /// Marks that the next pipeline opens a transaction (it starts with `BEGIN`).

@@ -14,7 +14,6 @@
 mod connection;
 mod migrate;
 mod records;
-mod script;
 mod shared_reads;
 mod trials;
 
@@ -26,7 +25,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
 use temppass_store::{
     AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, BoundKeys, Client, ReclaimReport, Session, Store,
@@ -41,13 +40,11 @@ use shared_reads::SharedReads;
 /// How the PostgreSQL store connects.
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
-    /// Pooled connections per server: a quarter of them (one to eight) for
-    /// the writers that run authorizations in batches, the rest for the
-    /// other transactions and the reads off the hot path. Each server also
-    /// opens up to a quarter as many (one to eight) for the trial lookups
-    /// that share connections (see `shared_reads.rs`). PostgreSQL's
-    /// `max_connections` (100 by default) must cover both, times the number
-    /// of servers, plus the admin commands.
+    /// Pooled connections per server, for transactions and the reads off
+    /// the hot path. Each server also opens up to a quarter as many (one to
+    /// eight) for the trial lookups that share connections (see
+    /// `shared_reads.rs`). PostgreSQL's `max_connections` (100 by default)
+    /// must cover both, times the number of servers, plus the admin commands.
     pub pool_size: usize,
     /// Opening one connection (TCP and the start-up handshake).
     pub connect_timeout: Duration,
@@ -67,11 +64,6 @@ impl Default for PostgresOptions {
 /// The shared store: one PostgreSQL database, any number of servers.
 pub struct PostgresStore {
     pool: Pool,
-    /// The writers' connections, each with the statements of a batch
-    /// `PREPARE`d for scripts (see `script.rs`). Kept here for the tests
-    /// that run a batch themselves; the writers hold clones.
-    #[cfg_attr(not(test), allow(dead_code))]
-    writer_pool: Pool,
     /// Authorizations that write, waiting for a writer task (`write_in_batches`).
     writes: mpsc::UnboundedSender<WriteRequest>,
     /// The trial lookups that need no transaction.
@@ -193,18 +185,13 @@ impl PostgresStore {
         let target = describe(&config);
 
         let shared = SharedReads::new(config.clone(), target.clone(), (options.pool_size / 4).clamp(1, 8));
-        let writers = (options.pool_size / 4).clamp(1, 8);
-        let pool_builder = |size: usize| {
-            let manager =
-                Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-            Pool::builder(manager)
-                .max_size(size.max(1))
-                .runtime(Runtime::Tokio1)
-                .wait_timeout(Some(options.operation_timeout))
-                .create_timeout(Some(options.connect_timeout))
-                .recycle_timeout(Some(options.operation_timeout))
-        };
-        let pool = pool_builder(options.pool_size.saturating_sub(writers))
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.operation_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.operation_timeout))
             .build()
             .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))?;
         let mut conn = connection::get(&pool, &target).await?;
@@ -215,25 +202,15 @@ impl PostgresStore {
             0
         });
         drop(conn);
-        // Built once the schema exists: a new writer's connection prepares
-        // the statements of a batch on its tables before its first batch.
-        let writer_pool = pool_builder(writers)
-            .post_create(Hook::async_fn(|client, _| {
-                Box::pin(
-                    async move { client.batch_execute(&trials::prepare_scripted()).await.map_err(HookError::Backend) },
-                )
-            }))
-            .build()
-            .map_err(|e| StoreError::Internal(format!("cannot build the writers' connection pool: {e}")))?;
         // Room to grow by half before a restart plans a larger filter.
         let bound = Arc::new(BoundKeys::with_capacity(bindings + bindings / 2 + 1_000_000));
         tokio::spawn(load_bound_keys(pool.clone(), target.clone(), Arc::downgrade(&bound)));
         let (writes, queue) = mpsc::unbounded_channel();
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
         let running = Arc::new(watch::Sender::new(0));
-        for _ in 0..writers {
+        for _ in 0..(options.pool_size / 4).clamp(1, 8) {
             let writer = Writer {
-                pool: writer_pool.clone(),
+                pool: pool.clone(),
                 target: target.clone(),
                 deadline: options.operation_timeout,
                 running: Arc::clone(&running),
@@ -242,7 +219,6 @@ impl PostgresStore {
         }
         Ok(Self {
             pool,
-            writer_pool,
             writes,
             shared,
             operation_timeout: options.operation_timeout,

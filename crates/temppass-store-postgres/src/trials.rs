@@ -35,7 +35,6 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
 use crate::connection::{Conn, Param};
-use crate::script::{self, Arg, Script};
 use crate::to_store_error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,13 +67,14 @@ const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 /// `plan_cache_mode` PostgreSQL planned every statement of every batch
 /// again: a seventh of its CPU per first use in a profile. The generic plans
 /// of the lookups are point probes (see the `plans` tests).
-const GENERIC_PLANS: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
-/// How long a batch's transaction waits for a lock before it gives up: its
-/// authorizations then run one by one, and one that still cannot get its
-/// lock runs last, alone, without this limit, waiting as long as its
+const GENERIC_PLANS: &str = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)";
+/// [`GENERIC_PLANS`], and how long a batch's transaction waits for a lock
+/// before it gives up: its authorizations then run one by one, and one that
+/// still cannot get its lock runs last, alone, waiting as long as its
 /// statements may. One contended key must not hold back, or fail, the
 /// unrelated authorizations batched with it.
-const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '200ms'";
+const GENERIC_PLANS_AND_LOCK_TIMEOUT: &str = "
+    SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('lock_timeout', '200ms', true)";
 const COMMIT: &str = "COMMIT";
 /// The locks of an authorization in one statement: the generations' shared
 /// ($1), then the keys' exclusive ($2). An `Append` runs its branches in
@@ -418,55 +418,40 @@ pub(crate) async fn find(
 
 // --- authorizing ----------------------------------------------------------------
 
-/// The statements a batch's transaction runs through a [`Script`], each
-/// `(name, SQL)`: a writer's connection `PREPARE`s them when it opens
-/// ([`prepare_scripted`]), so that a whole phase of a transaction is one
-/// message and one answer.
-const SCRIPTED: [(&str, &str); 8] = [
-    ("temppass_lock_keys", LOCK_SHARED_THEN_EXCLUSIVE),
-    ("temppass_lock_trials", LOCK_BATCH_TRIALS),
-    ("temppass_start", START_BATCH),
-    ("temppass_bind", BIND),
-    ("temppass_update_resources", UPDATE_RESOURCES),
-    ("temppass_move_bindings", MOVE_BINDINGS),
-    ("temppass_delete_trial", DELETE_TRIAL),
-    ("temppass_delete_unbound", DELETE_UNBOUND),
-];
-
-/// The SQL that prepares [`SCRIPTED`] on a new connection of the writers' pool.
-pub(crate) fn prepare_scripted() -> String {
-    SCRIPTED.iter().map(|(name, sql)| format!("PREPARE {name} AS {sql};\n")).collect()
-}
-
-/// The statements of the write path: the names of [`SCRIPTED`], and
-/// [`FIND_BATCH`], whose answer (a text array) is read in binary, prepared
-/// (once per connection) before the transaction starts.
+/// The statements of the write path, prepared (once per connection) before
+/// the transaction starts so that its statements can be pipelined.
 struct AuthorizeStatements {
-    lock_generations_and_keys: &'static str,
-    lock_trials: &'static str,
+    begin: tokio_postgres::Statement,
+    generic_plans: tokio_postgres::Statement,
+    generic_plans_and_lock_timeout: tokio_postgres::Statement,
+    commit: tokio_postgres::Statement,
+    lock_generations_and_keys: tokio_postgres::Statement,
+    lock_trials: tokio_postgres::Statement,
     find: tokio_postgres::Statement,
-    start: &'static str,
-    bind: &'static str,
-    update_resources: &'static str,
-    move_bindings: &'static str,
-    delete_trial: &'static str,
-    delete_unbound: &'static str,
+    start: tokio_postgres::Statement,
+    bind: tokio_postgres::Statement,
+    update_resources: tokio_postgres::Statement,
+    move_bindings: tokio_postgres::Statement,
+    delete_trial: tokio_postgres::Statement,
+    delete_unbound: tokio_postgres::Statement,
 }
 
 impl AuthorizeStatements {
     async fn prepare(conn: &mut Conn) -> Result<Self, StoreError> {
-        let [lock_keys, lock_trials, start, bind, update_resources, move_bindings, delete_trial, delete_unbound] =
-            SCRIPTED.map(|(name, _)| name);
         Ok(Self {
-            lock_generations_and_keys: lock_keys,
-            lock_trials,
+            begin: conn.prepare(BEGIN).await?,
+            generic_plans: conn.prepare(GENERIC_PLANS).await?,
+            generic_plans_and_lock_timeout: conn.prepare(GENERIC_PLANS_AND_LOCK_TIMEOUT).await?,
+            commit: conn.prepare(COMMIT).await?,
+            lock_generations_and_keys: conn.prepare(LOCK_SHARED_THEN_EXCLUSIVE).await?,
+            lock_trials: conn.prepare(LOCK_BATCH_TRIALS).await?,
             find: conn.prepare(FIND_BATCH).await?,
-            start,
-            bind,
-            update_resources,
-            move_bindings,
-            delete_trial,
-            delete_unbound,
+            start: conn.prepare(START_BATCH).await?,
+            bind: conn.prepare(BIND).await?,
+            update_resources: conn.prepare(UPDATE_RESOURCES).await?,
+            move_bindings: conn.prepare(MOVE_BINDINGS).await?,
+            delete_trial: conn.prepare(DELETE_TRIAL).await?,
+            delete_unbound: conn.prepare(DELETE_UNBOUND).await?,
         })
     }
 }
@@ -560,7 +545,7 @@ impl WriteJob {
 /// whose caller stopped waiting is not run. A job whose key moved to an unlocked
 /// trial, or whose trial an earlier job of the transaction writes, runs again
 /// in the next transaction; so does one that waited for a lock longer than
-/// [`LOCK_TIMEOUT`], last and alone; a deadlock reported by
+/// the lock timeout of [`GENERIC_PLANS_AND_LOCK_TIMEOUT`], last and alone; a deadlock reported by
 /// PostgreSQL runs the whole transaction again; any other error rolls it back
 /// and its jobs run one per transaction from then on, so an error belongs to
 /// one job. A job that took part in [`MAX_ATTEMPTS`] transactions without an
@@ -689,7 +674,7 @@ fn disjoint(jobs: &[WriteJob], pending: &[usize], one_at_a_time: bool) -> (Vec<u
 /// One transaction for the jobs `together` (no two share a key). Answers what
 /// each job came to. Two round trips: the locks and every read, then every
 /// write and the commit. Unless `patient`, a lock not granted within
-/// [`LOCK_TIMEOUT`] fails the transaction with `LOCK_NOT_AVAILABLE`.
+/// the lock timeout of [`GENERIC_PLANS_AND_LOCK_TIMEOUT`] fails the transaction with `LOCK_NOT_AVAILABLE`.
 async fn authorize_together(
     conn: &mut Conn,
     s: &AuthorizeStatements,
@@ -717,26 +702,22 @@ async fn authorize_together(
         }
     }
     let (generation_locks, key_locks) = (sorted(generation_locks), sorted(key_locks));
-    let mut reads = Script::default();
-    reads.push(BEGIN);
-    reads.push(GENERIC_PLANS);
-    if !patient {
-        reads.push(LOCK_TIMEOUT);
-    }
-    reads.execute(s.lock_generations_and_keys, &[&generation_locks, &key_locks])?;
-    let lock_trials = reads.len();
-    reads.execute(s.lock_trials, &[&sps, &mvpds, &kinds, &keys])?;
+    let lock_keys: [Param<'_>; 2] = [&generation_locks, &key_locks];
+    let lock_trials: [Param<'_>; 4] = [&sps, &mvpds, &kinds, &keys];
     let find: [Param<'_>; 6] = [&positions, &sps, &mvpds, &kinds, &keys, &since];
+    let mut reads: Vec<(&tokio_postgres::Statement, &[Param<'_>])> = vec![(&s.begin, &[])];
+    reads.push((if patient { &s.generic_plans } else { &s.generic_plans_and_lock_timeout }, &[]));
+    let first_lock = reads.len();
+    reads.push((&s.lock_generations_and_keys, &lock_keys));
+    reads.push((&s.lock_trials, &lock_trials));
+    reads.push((&s.find, &find));
 
     conn.transaction_opening();
-    let (script_answers, answers) = conn.script_then(&reads, &[(&s.find, &find)]).await?;
-    let locked = script_answers
-        .get(lock_trials)
-        .map(|rows| rows.iter().map(|row| script::integer(row, 0)).collect::<Result<BTreeSet<i64>, _>>())
-        .unwrap_or_else(|| Err(StoreError::Internal("locking trials answered nothing".into())))?;
-    let found_rows = answers.first().map(Vec::as_slice).unwrap_or_default();
+    let answers = conn.pipeline(&reads).await?;
+    let answers = &answers[first_lock..];
+    let locked = answers[1].iter().map(|row| row.try_get::<_, i64>(0)).collect::<Result<BTreeSet<i64>, _>>()?;
     let mut found: Vec<Bindings> = together.iter().map(|_| Bindings::default()).collect();
-    for row in found_rows {
+    for row in &answers[2] {
         let position: i32 = row.try_get(0)?;
         let bindings = usize::try_from(position).ok().and_then(|position| found.get_mut(position));
         let Some(bindings) = bindings else {
@@ -774,20 +755,21 @@ async fn authorize_together(
             _ => None,
         })
         .collect();
-    let mut writes = Script::default();
+    let mut writes: Vec<(&tokio_postgres::Statement, Vec<Param<'_>>)> = Vec::new();
     if !new_trials.sps.is_empty() {
-        writes.execute(s.start, &new_trials.args())?;
+        writes.push((&s.start, new_trials.params()));
     }
     for (_, plan) in &plans {
         if let Settled::Planned(plan) = plan {
-            plan.push_writes(s, &mut writes)?;
+            plan.push_writes(s, &mut writes);
         }
     }
-    writes.push(COMMIT);
-    let (answers, _) = conn.script_then(&writes, &[]).await?;
+    writes.push((&s.commit, vec![]));
+    let writes: Vec<(&tokio_postgres::Statement, &[Param<'_>])> =
+        writes.iter().map(|(statement, params)| (*statement, params.as_slice())).collect();
+    let answers = conn.pipeline(&writes).await?;
     conn.transaction_closed();
-    let started_ids: &[tokio_postgres::SimpleQueryRow] =
-        if new_trials.sps.is_empty() { &[] } else { answers.first().map(Vec::as_slice).unwrap_or_default() };
+    let started_ids: &[Row] = if new_trials.sps.is_empty() { &[] } else { &answers[0] };
 
     let mut outcomes = Vec::with_capacity(plans.len());
     for ((index, plan), start_at) in plans.into_iter().zip(start_at) {
@@ -805,10 +787,10 @@ async fn authorize_together(
         // Committed: a failure from here on belongs to this job alone.
         let mut trial = Ok(plan.trial);
         if let Some((started_at, expires_at, used_resources)) = plan.start {
-            let id = start_at.and_then(|row| started_ids.get(row)).map(|row| script::integer(row, 0));
+            let id = start_at.and_then(|row| started_ids.get(row)).map(|row| row.try_get(0));
             trial = match id {
                 Some(Ok(id)) => Ok(Some(Trial { id: TrialId(id), started_at, expires_at, used_resources })),
-                Some(Err(error)) => Err(error),
+                Some(Err(error)) => Err(to_store_error(error)),
                 None => Err(StoreError::Internal("starting a trial returned no id".into())),
             };
         }
@@ -948,22 +930,25 @@ impl<'a> Plan<'a> {
     }
 
     /// Appends this job's writes but its start (see [`NewTrials`]).
-    fn push_writes(&self, s: &AuthorizeStatements, writes: &mut Script) -> Result<(), StoreError> {
+    fn push_writes<'p>(
+        &'p self,
+        s: &'p AuthorizeStatements,
+        writes: &mut Vec<(&'p tokio_postgres::Statement, Vec<Param<'p>>)>,
+    ) {
         if let Some((survivor, absorbed)) = &self.merged {
-            writes.execute(s.move_bindings, &[survivor, absorbed])?;
-            writes.execute(s.delete_trial, &[absorbed])?;
+            writes.push((&s.move_bindings, vec![survivor, absorbed]));
+            writes.push((&s.delete_trial, vec![absorbed]));
         }
         if self.resources_changed && self.start.is_none() {
-            writes.execute(s.update_resources, &[&self.survivor_id, &self.survivor_resources])?;
+            writes.push((&s.update_resources, vec![&self.survivor_id, &self.survivor_resources]));
         }
         if self.start.is_none() && !self.keys.is_empty() {
             writes
-                .execute(s.bind, &[&self.service_provider, &self.mvpd, &self.kinds, &self.keys, &self.survivor_id])?;
+                .push((&s.bind, vec![&self.service_provider, &self.mvpd, &self.kinds, &self.keys, &self.survivor_id]));
         }
         if !self.previous.is_empty() {
-            writes.execute(s.delete_unbound, &[&self.previous])?;
+            writes.push((&s.delete_unbound, vec![&self.previous]));
         }
-        Ok(())
     }
 }
 
@@ -1002,8 +987,8 @@ impl<'p> NewTrials<'p> {
         row
     }
 
-    fn args(&self) -> [Arg<'_>; 10] {
-        [
+    fn params(&self) -> Vec<Param<'_>> {
+        vec![
             &self.sps,
             &self.mvpds,
             &self.started_ms,
@@ -1310,7 +1295,7 @@ mod batches {
             WriteJob::new(device_lookup(&scope, &gone), &basic_rule("4h"), &resource("res-1"), now),
             WriteJob::new(device_lookup(&scope, &staying), &basic_rule("4h"), &resource("res-1"), now),
         ];
-        let mut conn = connection::get(&store.writer_pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
         let mut answers = Answers::for_jobs(2);
         answers.2.push(0);
         authorize_batch(&mut conn, &jobs, &mut answers).await;
@@ -1346,7 +1331,7 @@ mod batches {
             holder.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.unwrap_or_else(|e| panic!("{e}"));
         });
 
-        let mut conn = connection::get(&store.writer_pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
         let mut answers = Answers::for_jobs(2);
         authorize_batch(&mut conn, &jobs, &mut answers).await;
         release.await.unwrap_or_else(|e| panic!("{e}"));
@@ -1416,7 +1401,7 @@ mod batches {
         let now = Timestamp::from_millis(1_700_000_000_000);
         let jobs: Vec<_> =
             (0..4).map(|n| WriteJob::new(lookups[n], rules[n], &resource(&format!("res-{n}")), now)).collect();
-        let mut conn = connection::get(&store.writer_pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
         let mut answers = Answers::for_jobs(4);
         authorize_batch(&mut conn, &jobs, &mut answers).await;
         drop(conn);
@@ -1469,7 +1454,7 @@ mod batches {
             WriteJob::new(lookup(&living_room, &family), &rule, &resource("res-1"), now),
             WriteJob::new(lookup(&kitchen, &guest), &rule, &resource("res-2"), now),
         ];
-        let mut conn = connection::get(&store.writer_pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
         let mut answers = Answers::for_jobs(2);
         authorize_batch(&mut conn, &jobs, &mut answers).await;
         drop(conn);
