@@ -673,8 +673,10 @@ fn disjoint(jobs: &[WriteJob], pending: &[usize], one_at_a_time: bool) -> (Vec<u
 
 /// One transaction for the jobs `together` (no two share a key). Answers what
 /// each job came to. Two round trips: the locks and every read, then every
-/// write and the commit. Unless `patient`, a lock not granted within
-/// the lock timeout of [`GENERIC_PLANS_AND_LOCK_TIMEOUT`] fails the transaction with `LOCK_NOT_AVAILABLE`.
+/// write and the commit; three when a key of the batch is bound, since the
+/// bindings are read again once the trials they point to are locked. Unless
+/// `patient`, a lock not granted within the lock timeout of
+/// [`GENERIC_PLANS_AND_LOCK_TIMEOUT`] fails the transaction with `LOCK_NOT_AVAILABLE`.
 async fn authorize_together(
     conn: &mut Conn,
     s: &AuthorizeStatements,
@@ -710,14 +712,24 @@ async fn authorize_together(
     let first_lock = reads.len();
     reads.push((&s.lock_generations_and_keys, &lock_keys));
     reads.push((&s.lock_trials, &lock_trials));
-    reads.push((&s.find, &find));
 
     conn.transaction_opening();
     let answers = conn.pipeline(&reads).await?;
-    let answers = &answers[first_lock..];
-    let locked = answers[1].iter().map(|row| row.try_get::<_, i64>(0)).collect::<Result<BTreeSet<i64>, _>>()?;
+    let locked =
+        answers[first_lock + 1].iter().map(|row| row.try_get::<_, i64>(0)).collect::<Result<BTreeSet<i64>, _>>()?;
+    // With no trial locked, no key of the batch had a binding when the trial
+    // locks read them, after every key lock was granted; and a binding only
+    // comes into being under its key's lock (START_BATCH and BIND write the
+    // keys of their own job), which this transaction holds until it ends. So
+    // the bindings' read could only find nothing (or a binding of a trial that
+    // is gone, which counts as none): a batch of first uses skips it.
+    let found_rows = if locked.is_empty() {
+        Vec::new()
+    } else {
+        conn.pipeline(&[(&s.find, &find)]).await?.pop().unwrap_or_default()
+    };
     let mut found: Vec<Bindings> = together.iter().map(|_| Bindings::default()).collect();
-    for row in &answers[2] {
+    for row in &found_rows {
         let position: i32 = row.try_get(0)?;
         let bindings = usize::try_from(position).ok().and_then(|position| found.get_mut(position));
         let Some(bindings) = bindings else {
