@@ -444,10 +444,11 @@ impl Store for PostgresStore {
             {
                 return Ok(outcome);
             }
+            let keys_never_bound = !self.bound.may_any_be_bound(lookup);
             // Before the write that may bind them, so that the filter never misses a key bound here.
             self.bound.insert_lookup(lookup);
             let (reply, answer) = oneshot::channel();
-            let job = trials::WriteJob::new(lookup, rule, resource, now);
+            let job = trials::WriteJob::new(lookup, rule, resource, now).keys_never_bound(keys_never_bound);
             self.writes
                 .send((job, reply))
                 .map_err(|_| StoreError::Internal("the PostgreSQL writers have stopped".into()))?;

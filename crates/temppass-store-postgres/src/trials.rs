@@ -177,16 +177,12 @@ const FIND_BATCH: &str = "
         WHERE x.id = b.trial_id
         OFFSET 0) t ON true";
 
-/// Starts the new trials of a batch's transaction and binds their keys, in
-/// one statement: per trial $1 service provider, $2 mvpd, $3 started, $4
-/// expires (ms), and its used resources, `$6` of them from position `$5`
-/// (1-based) of $7; per key $8 its trial's position (1-based) in $1, $9 its
-/// kind, $10 the key. Answers the new ids in the order of $1.
-///
-/// The ids are drawn from the identity column's sequence first, so that each
-/// is known to belong to its trial (`RETURNING` promises no order). Each
-/// key's generation is a point probe, as in [`FIND_BATCH`].
-const START_BATCH: &str = "
+/// [`START_BATCH`] and [`START_NEW_BATCH`], which differ only in what a key
+/// that is bound already does: `$on_conflict`.
+macro_rules! start_batch {
+    ($on_conflict:literal) => {
+        concat!(
+            "
     WITH new AS MATERIALIZED (
         SELECT nextval('trials_id_seq') AS id, n.*
         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::int[], $6::int[])
@@ -203,11 +199,35 @@ const START_BATCH: &str = "
         LEFT JOIN LATERAL (
             SELECT x.generation FROM generations x
             WHERE x.service_provider = new.sp AND x.mvpd = new.mvpd AND x.key_kind = k.kind
-            OFFSET 0) g ON true
-        ON CONFLICT (service_provider, mvpd, key_kind, key)
-        DO UPDATE SET generation = excluded.generation, trial_id = excluded.trial_id
+            OFFSET 0) g ON true",
+            $on_conflict,
+            "
     )
-    SELECT id FROM new ORDER BY position";
+    SELECT id FROM new ORDER BY position"
+        )
+    };
+}
+
+/// Starts the new trials of a batch's transaction and binds their keys, in
+/// one statement: per trial $1 service provider, $2 mvpd, $3 started, $4
+/// expires (ms), and its used resources, `$6` of them from position `$5`
+/// (1-based) of $7; per key $8 its trial's position (1-based) in $1, $9 its
+/// kind, $10 the key. Answers the new ids in the order of $1.
+///
+/// The ids are drawn from the identity column's sequence first, so that each
+/// is known to belong to its trial (`RETURNING` promises no order). Each
+/// key's generation is a point probe, as in [`FIND_BATCH`].
+const START_BATCH: &str = start_batch!(
+    "
+        ON CONFLICT (service_provider, mvpd, key_kind, key)
+        DO UPDATE SET generation = excluded.generation, trial_id = excluded.trial_id"
+);
+
+/// [`START_BATCH`] for keys believed never bound: a key that has a binding
+/// after all (another server bound it) fails the statement with a unique
+/// violation of `bindings_pkey`, and with it the transaction (see
+/// `authorize_together`'s `first_uses`).
+const START_NEW_BATCH: &str = start_batch!("");
 
 const UPDATE_RESOURCES: &str = "UPDATE trials SET used_resources = $2 WHERE id = $1";
 const MOVE_BINDINGS: &str = "UPDATE bindings SET trial_id = $1 WHERE trial_id = $2";
@@ -429,6 +449,7 @@ struct AuthorizeStatements {
     lock_trials: tokio_postgres::Statement,
     find: tokio_postgres::Statement,
     start: tokio_postgres::Statement,
+    start_new: tokio_postgres::Statement,
     bind: tokio_postgres::Statement,
     update_resources: tokio_postgres::Statement,
     move_bindings: tokio_postgres::Statement,
@@ -447,6 +468,7 @@ impl AuthorizeStatements {
             lock_trials: conn.prepare(LOCK_BATCH_TRIALS).await?,
             find: conn.prepare(FIND_BATCH).await?,
             start: conn.prepare(START_BATCH).await?,
+            start_new: conn.prepare(START_NEW_BATCH).await?,
             bind: conn.prepare(BIND).await?,
             update_resources: conn.prepare(UPDATE_RESOURCES).await?,
             move_bindings: conn.prepare(MOVE_BINDINGS).await?,
@@ -484,6 +506,15 @@ impl From<StoreError> for TxError {
     }
 }
 
+/// The error of [`START_NEW_BATCH`] when one of its keys has a binding.
+fn binds_a_bound_key(error: &tokio_postgres::Error) -> bool {
+    error.as_db_error().is_some_and(|db| {
+        *db.code() == SqlState::UNIQUE_VIOLATION
+            && db.table() == Some("bindings")
+            && db.constraint() == Some("bindings_pkey")
+    })
+}
+
 fn worth_retrying(error: &tokio_postgres::Error) -> bool {
     matches!(error.code(), Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE)
 }
@@ -519,11 +550,20 @@ pub(crate) struct WriteJob {
     rule: Rule,
     resource: ResourceId,
     now: Timestamp,
+    /// The filter of bound keys said that none of its keys was ever bound: a
+    /// hint that lets its transaction skip the reads (see `authorize_together`).
+    keys_never_bound: bool,
 }
 
 impl WriteJob {
     pub(crate) fn new(lookup: TrialLookup<'_>, rule: &Rule, resource: &ResourceId, now: Timestamp) -> Self {
-        Self { lookup: OwnedLookup::new(lookup), rule: rule.clone(), resource: resource.clone(), now }
+        let lookup = OwnedLookup::new(lookup);
+        Self { lookup, rule: rule.clone(), resource: resource.clone(), now, keys_never_bound: false }
+    }
+
+    /// Marks whether the filter of bound keys said that none of its keys was ever bound.
+    pub(crate) fn keys_never_bound(self, keys_never_bound: bool) -> Self {
+        Self { keys_never_bound, ..self }
     }
 
     /// The advisory locks of its keys, as `lock_key` numbers.
@@ -566,6 +606,9 @@ pub(crate) async fn authorize_batch(conn: &mut Conn, jobs: &[WriteJob], callers:
     let mut slow = vec![false; jobs.len()];
     let mut pending: Vec<usize> = (0..jobs.len()).collect();
     let mut one_at_a_time = false;
+    // Jobs still believed to start trials on keys never bound; cleared for
+    // the jobs of a transaction that found a key bound after all.
+    let mut never_bound: Vec<bool> = jobs.iter().map(|job| job.keys_never_bound).collect();
     loop {
         // A caller whose deadline passed is gone: its job is not run, so
         // nothing is written that nobody was told of.
@@ -586,8 +629,9 @@ pub(crate) async fn authorize_batch(conn: &mut Conn, jobs: &[WriteJob], callers:
             attempts[index] += 1;
         }
         let patient = now.len() == 1 && slow[now[0]];
+        let first_uses = now.iter().all(|&index| never_bound[index]);
         let mut again = Vec::new();
-        match authorize_together(conn, &statements, jobs, &now, patient).await {
+        match authorize_together(conn, &statements, jobs, &now, patient, first_uses).await {
             Ok(outcomes) => {
                 // Committed: each caller hears at once, not after the rest of the batch.
                 for (index, outcome) in outcomes {
@@ -615,6 +659,15 @@ pub(crate) async fn authorize_batch(conn: &mut Conn, jobs: &[WriteJob], callers:
                     TxError::Db(error) if worth_retrying(&error) => again.extend(&now),
                     TxError::Db(error) if now.len() == 1 && error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
                         slow[now[0]] = true;
+                        again.extend(&now);
+                    }
+                    // A key believed never bound was bound (by another
+                    // server): the jobs run again, reading their bindings.
+                    TxError::Db(error) if first_uses && binds_a_bound_key(&error) => {
+                        for &index in &now {
+                            never_bound[index] = false;
+                            attempts[index] -= 1;
+                        }
                         again.extend(&now);
                     }
                     error if now.len() > 1 => {
@@ -683,6 +736,7 @@ async fn authorize_together(
     jobs: &[WriteJob],
     together: &[usize],
     patient: bool,
+    first_uses: bool,
 ) -> Result<Vec<(usize, Outcome)>, TxError> {
     let mut generation_locks = Vec::new();
     let mut key_locks = Vec::new();
@@ -711,22 +765,35 @@ async fn authorize_together(
     reads.push((if patient { &s.generic_plans } else { &s.generic_plans_and_lock_timeout }, &[]));
     let first_lock = reads.len();
     reads.push((&s.lock_generations_and_keys, &lock_keys));
-    reads.push((&s.lock_trials, &lock_trials));
 
-    conn.transaction_opening();
-    let answers = conn.pipeline(&reads).await?;
-    let locked =
-        answers[first_lock + 1].iter().map(|row| row.try_get::<_, i64>(0)).collect::<Result<BTreeSet<i64>, _>>()?;
-    // With no trial locked, no key of the batch had a binding when the trial
-    // locks read them, after every key lock was granted; and a binding only
-    // comes into being under its key's lock (START_BATCH and BIND write the
-    // keys of their own job), which this transaction holds until it ends. So
-    // the bindings' read could only find nothing (or a binding of a trial that
-    // is gone, which counts as none): a batch of first uses skips it.
-    let found_rows = if locked.is_empty() {
-        Vec::new()
+    // First uses (every key of every job never bound, as far as this server
+    // knows) read nothing: they decide as if no key had a binding, and send
+    // the locks, the writes and the commit at once. Their keys are written by
+    // START_NEW_BATCH, which fails on a key that has a binding after all (bound
+    // by another server): then the transaction rolls back and the jobs run
+    // again the usual way. A key cannot be bound between that check and the
+    // commit, since bindings come into being only under their key's lock.
+    let (locked, found_rows) = if first_uses {
+        (BTreeSet::new(), Vec::new())
     } else {
-        conn.pipeline(&[(&s.find, &find)]).await?.pop().unwrap_or_default()
+        reads.push((&s.lock_trials, &lock_trials));
+        conn.transaction_opening();
+        let answers = conn.pipeline(&reads).await?;
+        reads.clear();
+        let locked =
+            answers[first_lock + 1].iter().map(|row| row.try_get::<_, i64>(0)).collect::<Result<BTreeSet<i64>, _>>()?;
+        // With no trial locked, no key of the batch had a binding when the trial
+        // locks read them, after every key lock was granted; and a binding only
+        // comes into being under its key's lock (START_BATCH and BIND write the
+        // keys of their own job), which this transaction holds until it ends. So
+        // the bindings' read could only find nothing (or a binding of a trial that
+        // is gone, which counts as none): a batch of first uses skips it.
+        let found_rows = if locked.is_empty() {
+            Vec::new()
+        } else {
+            conn.pipeline(&[(&s.find, &find)]).await?.pop().unwrap_or_default()
+        };
+        (locked, found_rows)
     };
     let mut found: Vec<Bindings> = together.iter().map(|_| Bindings::default()).collect();
     for row in &found_rows {
@@ -767,9 +834,12 @@ async fn authorize_together(
             _ => None,
         })
         .collect();
-    let mut writes: Vec<(&tokio_postgres::Statement, Vec<Param<'_>>)> = Vec::new();
+    // What was not sent yet of the reads (all of them, for first uses) goes first.
+    let mut writes: Vec<(&tokio_postgres::Statement, Vec<Param<'_>>)> =
+        reads.iter().map(|(statement, params)| (*statement, params.to_vec())).collect();
+    let first_write = writes.len();
     if !new_trials.sps.is_empty() {
-        writes.push((&s.start, new_trials.params()));
+        writes.push((if first_uses { &s.start_new } else { &s.start }, new_trials.params()));
     }
     for (_, plan) in &plans {
         if let Settled::Planned(plan) = plan {
@@ -779,9 +849,12 @@ async fn authorize_together(
     writes.push((&s.commit, vec![]));
     let writes: Vec<(&tokio_postgres::Statement, &[Param<'_>])> =
         writes.iter().map(|(statement, params)| (*statement, params.as_slice())).collect();
+    if first_uses {
+        conn.transaction_opening();
+    }
     let answers = conn.pipeline(&writes).await?;
     conn.transaction_closed();
-    let started_ids: &[Row] = if new_trials.sps.is_empty() { &[] } else { &answers[0] };
+    let started_ids: &[Row] = if new_trials.sps.is_empty() { &[] } else { &answers[first_write] };
 
     let mut outcomes = Vec::with_capacity(plans.len());
     for ((index, plan), start_at) in plans.into_iter().zip(start_at) {
@@ -1319,6 +1392,46 @@ mod batches {
         assert!(found(&staying).await.unwrap_or_else(|e| panic!("{e}")).is_some(), "the waiting caller's trial");
     }
 
+    /// A key bound by another server since this one filled its filter of
+    /// bound keys reads here as never bound; the transaction that starts
+    /// trials without reading finds it bound when it writes, and its jobs run
+    /// again the usual way: that trial continues, the new device starts one.
+    #[tokio::test]
+    async fn first_uses_on_a_key_bound_elsewhere_continue_its_trial() {
+        let Some((_database, store)) = fresh_store().await else { return };
+        let scope = scope("REF30", "TempPass");
+        let rule = basic_rule("4h");
+        let (bound, new) = (device_id("bound-elsewhere"), device_id("new-device"));
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let first = store
+            .authorize(device_lookup(&scope, &bound), &rule, &resource("res-1"), now)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let started = first.trial.map(|t| (t.id, t.expires_at));
+        assert!(started.is_some(), "the first authorization started no trial");
+
+        let later = Timestamp::from_millis(now.as_millis() + 60_000);
+        let jobs = [
+            WriteJob::new(device_lookup(&scope, &bound), &rule, &resource("res-1"), later).keys_never_bound(true),
+            WriteJob::new(device_lookup(&scope, &new), &rule, &resource("res-1"), later).keys_never_bound(true),
+        ];
+        let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut answers = Answers::for_jobs(2);
+        authorize_batch(&mut conn, &jobs, &mut answers).await;
+        drop(conn);
+        let [continued, fresh] = [0, 1].map(|index| match answers.0[index].take() {
+            Some(Ok(outcome)) => outcome,
+            other => panic!("job {index}: {other:?}"),
+        });
+
+        assert_eq!(continued.decision, Ok(()));
+        assert_eq!(continued.trial.map(|t| (t.id, t.expires_at)), started, "the device got a second trial");
+        assert_eq!(fresh.decision, Ok(()));
+        let fresh = fresh.trial.unwrap_or_else(|| panic!("the new device started no trial"));
+        assert_ne!(Some(fresh.id), started.map(|(id, _)| id));
+        assert_eq!(fresh.started_at, later);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_key_held_elsewhere_holds_back_no_other_authorization_of_its_batch() {
         let Some((database, store)) = fresh_store().await else { return };
@@ -1489,7 +1602,9 @@ mod batches {
 mod plans {
     use tokio_postgres::NoTls;
 
-    use super::{BIND, DELETE_UNBOUND, FIND, FIND_BATCH, LOCK_BATCH_TRIALS, MOVE_BINDINGS, START_BATCH};
+    use super::{
+        BIND, DELETE_UNBOUND, FIND, FIND_BATCH, LOCK_BATCH_TRIALS, MOVE_BINDINGS, START_BATCH, START_NEW_BATCH,
+    };
     use crate::testing::TestDatabase;
     use crate::{PostgresOptions, PostgresStore};
 
@@ -1548,6 +1663,15 @@ mod plans {
         )
         .await;
         assert!(!start.contains("Seq Scan"), "starting trials scans a table:\n{start}");
+        let start_new = generic_plan(
+            &client,
+            "text[], text[], bigint[], bigint[], int[], int[], text[], bigint[], smallint[], text[]",
+            START_NEW_BATCH,
+            "ARRAY['REF30'], ARRAY['TempPass'], ARRAY[1]::bigint[], ARRAY[2]::bigint[], ARRAY[1], ARRAY[1], \
+             ARRAY['res-1'], ARRAY[1]::bigint[], ARRAY[0]::smallint[], ARRAY['device-1']",
+        )
+        .await;
+        assert!(!start_new.contains("Seq Scan"), "starting new trials scans a table:\n{start_new}");
         // The other writes of a batch run on generic plans too.
         for plan in [
             generic_plan(&client, "bigint[]", DELETE_UNBOUND, "ARRAY[1, 2]::bigint[]").await,

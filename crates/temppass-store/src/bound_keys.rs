@@ -117,6 +117,15 @@ impl BoundKeys {
             && lookup.identity.is_none_or(|identity| self.may_contain(sp, mvpd, IDENTITY_KEY, identity.as_str()))
     }
 
+    /// False when every key of the lookup was certainly never bound: then
+    /// the lookup can only start a trial, unless another server bound a key
+    /// meanwhile (which a write finds out).
+    pub fn may_any_be_bound(&self, lookup: TrialLookup<'_>) -> bool {
+        let (sp, mvpd) = (lookup.scope.service_provider.as_str(), lookup.scope.mvpd.as_str());
+        self.may_contain(sp, mvpd, DEVICE_KEY, lookup.device.as_str())
+            || lookup.identity.is_some_and(|identity| self.may_contain(sp, mvpd, IDENTITY_KEY, identity.as_str()))
+    }
+
     /// The key's block and, per word of it, the bits it sets.
     fn locate(&self, service_provider: &str, mvpd: &str, kind: i64, key: &str) -> (&Block, [u64; 8]) {
         let mut hasher = self.hasher.build_hasher();
@@ -214,6 +223,31 @@ mod tests {
         for thread in 0..8 {
             assert!((0..10_000).all(|n| filter.may_contain("REF30", "TempPass", DEVICE_KEY, &format!("{thread}-{n}"))));
         }
+    }
+
+    #[test]
+    fn a_lookup_may_have_a_bound_key_when_any_of_its_keys_may_be_bound() {
+        use temppass_core::{DeviceId, IdentityHash, MvpdId, RuleScope, ServiceProviderId, Timestamp};
+        let scope = RuleScope {
+            service_provider: ServiceProviderId::parse("REF30").unwrap_or_else(|e| panic!("{e}")),
+            mvpd: MvpdId::parse("flexibleTempPass").unwrap_or_else(|e| panic!("{e}")),
+        };
+        let (known, new) = (DeviceId::parse("known").unwrap_or_else(|e| panic!("{e}")), DeviceId::parse("new"));
+        let new = new.unwrap_or_else(|e| panic!("{e}"));
+        let identity = IdentityHash::from_value("fan@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let filter = BoundKeys::with_capacity(10);
+        filter.insert("REF30", "flexibleTempPass", DEVICE_KEY, "known");
+        filter.mark_complete();
+        let lookup =
+            |device, identity| TrialLookup { scope: &scope, device, identity, valid_since: Timestamp::from_millis(0) };
+
+        let known_device_new_identity = lookup(&known, Some(&identity));
+        assert!(filter.may_any_be_bound(known_device_new_identity));
+        assert!(!filter.may_all_be_bound(known_device_new_identity));
+        let all_new = lookup(&new, Some(&identity));
+        assert!(!filter.may_any_be_bound(all_new));
+        assert!(!filter.may_any_be_bound(lookup(&new, None)));
+        assert!(filter.may_any_be_bound(lookup(&known, None)));
     }
 
     #[test]
