@@ -726,8 +726,7 @@ fn disjoint(jobs: &[WriteJob], pending: &[usize], one_at_a_time: bool) -> (Vec<u
 
 /// One transaction for the jobs `together` (no two share a key). Answers what
 /// each job came to. Two round trips: the locks and every read, then every
-/// write and the commit; three when a key of the batch is bound, since the
-/// bindings are read again once the trials they point to are locked. Unless
+/// write and the commit; one for `first_uses`, which reads nothing. Unless
 /// `patient`, a lock not granted within the lock timeout of
 /// [`GENERIC_PLANS_AND_LOCK_TIMEOUT`] fails the transaction with `LOCK_NOT_AVAILABLE`.
 async fn authorize_together(
@@ -763,36 +762,34 @@ async fn authorize_together(
     let find: [Param<'_>; 6] = [&positions, &sps, &mvpds, &kinds, &keys, &since];
     let mut reads: Vec<(&tokio_postgres::Statement, &[Param<'_>])> = vec![(&s.begin, &[])];
     reads.push((if patient { &s.generic_plans } else { &s.generic_plans_and_lock_timeout }, &[]));
-    let first_lock = reads.len();
     reads.push((&s.lock_generations_and_keys, &lock_keys));
 
     // First uses (every key of every job never bound, as far as this server
     // knows) read nothing: they decide as if no key had a binding, and send
     // the locks, the writes and the commit at once. Their keys are written by
-    // START_NEW_BATCH, which fails on a key that has a binding after all (bound
-    // by another server): then the transaction rolls back and the jobs run
-    // again the usual way. A key cannot be bound between that check and the
-    // commit, since bindings come into being only under their key's lock.
+    // START_NEW_BATCH, a plain insert that fails on any key that has a
+    // binding after all — bound by another server, of an old generation, or
+    // moved by a merge — whichever trial it points to; then the transaction
+    // rolls back and the jobs run again the usual way. Once the insert has
+    // succeeded, the unique index holds back any other insert of those keys
+    // until this transaction ends: no key had a binding, so no trial is
+    // found, which is what the decisions assumed.
     let (locked, found_rows) = if first_uses {
         (BTreeSet::new(), Vec::new())
     } else {
+        // The bindings are read again after the trial locks, in a statement
+        // of its own (a snapshot taken once they are granted): a concurrent
+        // merge may have moved a key to a trial not locked here while the
+        // locks waited, even deleting the trial that was (see the module doc).
         reads.push((&s.lock_trials, &lock_trials));
+        reads.push((&s.find, &find));
         conn.transaction_opening();
-        let answers = conn.pipeline(&reads).await?;
+        let mut answers = conn.pipeline(&reads).await?;
         reads.clear();
-        let locked =
-            answers[first_lock + 1].iter().map(|row| row.try_get::<_, i64>(0)).collect::<Result<BTreeSet<i64>, _>>()?;
-        // With no trial locked, no key of the batch had a binding when the trial
-        // locks read them, after every key lock was granted; and a binding only
-        // comes into being under its key's lock (START_BATCH and BIND write the
-        // keys of their own job), which this transaction holds until it ends. So
-        // the bindings' read could only find nothing (or a binding of a trial that
-        // is gone, which counts as none): a batch of first uses skips it.
-        let found_rows = if locked.is_empty() {
-            Vec::new()
-        } else {
-            conn.pipeline(&[(&s.find, &find)]).await?.pop().unwrap_or_default()
+        let (Some(found_rows), Some(trial_locks)) = (answers.pop(), answers.pop()) else {
+            return Err(StoreError::Internal("the reads of a batch went unanswered".into()).into());
         };
+        let locked = trial_locks.iter().map(|row| row.try_get::<_, i64>(0)).collect::<Result<BTreeSet<i64>, _>>()?;
         (locked, found_rows)
     };
     let mut found: Vec<Bindings> = together.iter().map(|_| Bindings::default()).collect();
@@ -1334,7 +1331,7 @@ mod batches {
 
     use temppass_store::{AuthorizeOutcome, StoreError};
 
-    use super::{Callers, WriteJob, authorize_batch};
+    use super::{Callers, DELETE_TRIAL, MOVE_BINDINGS, WriteJob, authorize_batch};
     use crate::testing::TestDatabase;
     use crate::{PostgresOptions, PostgresStore, connection};
 
@@ -1430,6 +1427,82 @@ mod batches {
         let fresh = fresh.trial.unwrap_or_else(|| panic!("the new device started no trial"));
         assert_ne!(Some(fresh.id), started.map(|(id, _)| id));
         assert_eq!(fresh.started_at, later);
+    }
+
+    /// A merge elsewhere moves a device's binding to the older trial and
+    /// deletes the one the device pointed to, while this authorization waits
+    /// for that trial's row lock: the lock then locks nothing, and only the
+    /// bindings' read after it shows where the device went. It continues
+    /// the merged trial; it must not start a trial of its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_authorization_waiting_on_a_trial_merged_away_continues_the_merged_trial() {
+        let Some((database, store)) = fresh_store().await else { return };
+        let scope = scope("REF30", "flexibleTempPass");
+        let rule = promotional_rule(3, "4h");
+        let (older_device, device) = (device_id("older-device"), device_id("device"));
+        let (older_identity, viewer) = (identity("older@example.com"), identity("viewer@example.com"));
+        let lookup = |device, identity| TrialLookup {
+            scope: &scope,
+            device,
+            identity: Some(identity),
+            valid_since: Timestamp::from_millis(i64::MIN),
+        };
+        let start = |device, identity, at_ms| {
+            let store = &store;
+            let lookup = lookup(device, identity);
+            let rule = &rule;
+            async move {
+                let outcome = store
+                    .authorize(lookup, rule, &resource("res-1"), Timestamp::from_millis(at_ms))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                outcome.trial.map(|t| t.id.0).unwrap_or_else(|| panic!("no trial was started"))
+            }
+        };
+        let survivor = start(&older_device, &older_identity, 1_700_000_000_000).await;
+        let absorbed = start(&device, &viewer, 1_700_000_060_000).await;
+
+        // Another session merges, as a transaction of another server would:
+        // it holds the absorbed trial's row lock while this authorization waits.
+        let (merger, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        tokio::spawn(connection);
+        merger.batch_execute("BEGIN").await.unwrap_or_else(|e| panic!("{e}"));
+        merger
+            .execute("SELECT id FROM trials WHERE id = $1 FOR UPDATE", &[&absorbed])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let jobs = [WriteJob::new(
+            lookup(&device, &viewer),
+            &rule,
+            &resource("res-2"),
+            Timestamp::from_millis(1_700_000_120_000),
+        )];
+        let (pool, target) = (store.pool.clone(), store.target.clone());
+        let waiting = tokio::spawn(async move {
+            let mut conn = connection::get(&pool, &target).await.unwrap_or_else(|e| panic!("{e}"));
+            let mut answers = Answers::for_jobs(1);
+            authorize_batch(&mut conn, &jobs, &mut answers).await;
+            answers.0.remove(0)
+        });
+        let waits =
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        for _ in 0..200 {
+            let row = merger.query_one(waits, &[]).await.unwrap_or_else(|e| panic!("{e}"));
+            if row.get::<_, i64>(0) > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        merger.execute(MOVE_BINDINGS, &[&survivor, &absorbed]).await.unwrap_or_else(|e| panic!("{e}"));
+        merger.execute(DELETE_TRIAL, &[&absorbed]).await.unwrap_or_else(|e| panic!("{e}"));
+        merger.batch_execute("COMMIT").await.unwrap_or_else(|e| panic!("{e}"));
+
+        let answer = waiting.await.unwrap_or_else(|e| panic!("{e}"));
+        let outcome = answer.unwrap_or_else(|| panic!("no answer")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(outcome.decision, Ok(()));
+        assert_eq!(outcome.trial.map(|t| t.id.0), Some(survivor), "the device left the merged trial");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
