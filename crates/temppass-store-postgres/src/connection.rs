@@ -5,7 +5,10 @@
 //! not serve the next caller (it would read someone else's answers, or run
 //! inside someone else's transaction), so [`Conn`] remembers whether it is
 //! clean and, when dropped dirty, takes the connection out of the pool and
-//! closes it; PostgreSQL then rolls the transaction back.
+//! closes it; PostgreSQL then rolls the transaction back — unless the
+//! statements already sent include the `COMMIT` and it reaches them before it
+//! sees the socket close (a first-use transaction is sent whole): such a
+//! transaction may still commit, and the client's retry then finds its trial.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;

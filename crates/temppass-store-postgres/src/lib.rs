@@ -7,7 +7,8 @@
 //! `idle_in_transaction_session_timeout`), so neither side waits for ever.
 //! Reads are one statement. Writes are one short `READ COMMITTED` transaction
 //! whose statements are pipelined: they are all sent before the first answer
-//! is read, so a transaction costs two network round trips. Atomicity comes
+//! is read, so a transaction costs two network round trips (one for first
+//! uses on keys never bound, which read nothing). Atomicity comes
 //! from locks, taken in one global order (see `trials.rs` and
 //! docs/ARCHITECTURE.md); the decisions are `temppass_core`'s.
 
@@ -73,7 +74,9 @@ pub struct PostgresStore {
     /// Keys bound through this server or found in the database when it
     /// connected (a hint: see `BoundKeys`). A key another server bound since
     /// reads as never bound here: its authorization then takes the write
-    /// path, which finds the trial and changes nothing, and puts the key in.
+    /// path as a first use, whose insert fails on the key's binding, so its
+    /// transaction runs again the usual way (see `trials::FirstUseBackoff`),
+    /// finds the trial and changes nothing; and the key is put in.
     bound: Arc<BoundKeys>,
     /// `host:port/dbname` for messages: never the password.
     target: String,
@@ -208,12 +211,14 @@ impl PostgresStore {
         let (writes, queue) = mpsc::unbounded_channel();
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
         let running = Arc::new(watch::Sender::new(0));
+        let first_uses = Arc::new(trials::FirstUseBackoff::default());
         for _ in 0..(options.pool_size / 4).clamp(1, 8) {
             let writer = Writer {
                 pool: pool.clone(),
                 target: target.clone(),
                 deadline: options.operation_timeout,
                 running: Arc::clone(&running),
+                first_uses: Arc::clone(&first_uses),
             };
             tokio::spawn(writer.write_in_batches(Arc::clone(&queue)));
         }
@@ -282,6 +287,8 @@ struct Writer {
     deadline: Duration,
     /// How many batches younger than [`OVERLAP_AFTER`] are running, shared by the writers.
     running: Arc<watch::Sender<usize>>,
+    /// Whether first uses may skip their reads, shared by the writers.
+    first_uses: Arc<trials::FirstUseBackoff>,
 }
 
 /// Counts a batch as young until it is dropped.
@@ -329,7 +336,7 @@ impl Writer {
             let finished = {
                 let run = tokio::time::timeout(self.deadline, async {
                     let mut conn = connection::get(&self.pool, &self.target).await?;
-                    trials::authorize_batch(&mut conn, &jobs, &mut callers).await;
+                    trials::authorize_batch(&mut conn, &jobs, &mut callers, &self.first_uses).await;
                     Ok::<(), StoreError>(())
                 });
                 tokio::pin!(run);

@@ -13,7 +13,9 @@
 //!    one exclusively, so it waits for the authorizations in flight and they
 //!    never bind with a generation that is being superseded);
 //! 2. exclusive advisory locks on its lookup keys, sorted (two first
-//!    authorizations of one key queue here; the second then finds the trial);
+//!    authorizations of one key queue here; the second then finds the trial,
+//!    or, if it took the first-use path below, fails on the key's binding and
+//!    runs again to find it);
 //! 3. `FOR UPDATE` row locks on the trials those keys point to, sorted by id.
 //!
 //! Rule that makes the row locks enough: the set of bindings pointing to a
@@ -23,6 +25,12 @@
 //! commits. A key's binding can still move between the read that chose the
 //! rows and the lock (a concurrent merge); the transaction reads again after
 //! locking and starts over when a key now points to a trial it did not lock.
+//!
+//! First uses on keys this server never saw bound take no row locks and read
+//! nothing (see `authorize_together`): what makes that safe is the unique
+//! index of `bindings`. Their plain insert fails on any row of their keys,
+//! whatever its generation or trial, and once it has succeeded no other
+//! transaction can insert those keys before they commit.
 
 use std::collections::BTreeSet;
 
@@ -223,10 +231,12 @@ const START_BATCH: &str = start_batch!(
         DO UPDATE SET generation = excluded.generation, trial_id = excluded.trial_id"
 );
 
-/// [`START_BATCH`] for keys believed never bound: a key that has a binding
-/// after all (another server bound it) fails the statement with a unique
-/// violation of `bindings_pkey`, and with it the transaction (see
-/// `authorize_together`'s `first_uses`).
+/// [`START_BATCH`] for keys believed never bound: a key that has any row in
+/// `bindings` after all (bound by another server, of an old generation, from
+/// before a scheduled reset, moved by a merge) fails the statement with a
+/// unique violation of `bindings_pkey`, and with it the transaction (see
+/// `authorize_together`'s `first_uses`). A row being deleted (background
+/// reclaiming) makes it wait for that delete, within the lock timeout.
 const START_NEW_BATCH: &str = start_batch!("");
 
 const UPDATE_RESOURCES: &str = "UPDATE trials SET used_resources = $2 WHERE id = $1";
@@ -588,9 +598,18 @@ impl WriteJob {
 /// the lock timeout of [`GENERIC_PLANS_AND_LOCK_TIMEOUT`], last and alone; a deadlock reported by
 /// PostgreSQL runs the whole transaction again; any other error rolls it back
 /// and its jobs run one per transaction from then on, so an error belongs to
-/// one job. A job that took part in [`MAX_ATTEMPTS`] transactions without an
+/// one job. A transaction whose jobs all have keys never bound (and that
+/// `backoff` allows) is a first-use transaction instead, which locks only
+/// the keys and reads nothing; when its insert meets a key bound after all,
+/// it rolls back and its jobs run again the usual way, an attempt that is not
+/// counted. A job that took part in [`MAX_ATTEMPTS`] transactions without an
 /// answer is answered `Unavailable`.
-pub(crate) async fn authorize_batch(conn: &mut Conn, jobs: &[WriteJob], callers: &mut impl Callers) {
+pub(crate) async fn authorize_batch(
+    conn: &mut Conn,
+    jobs: &[WriteJob],
+    callers: &mut impl Callers,
+    backoff: &FirstUseBackoff,
+) {
     let statements = match AuthorizeStatements::prepare(conn).await {
         Ok(statements) => statements,
         Err(error) => {
@@ -629,10 +648,13 @@ pub(crate) async fn authorize_batch(conn: &mut Conn, jobs: &[WriteJob], callers:
             attempts[index] += 1;
         }
         let patient = now.len() == 1 && slow[now[0]];
-        let first_uses = now.iter().all(|&index| never_bound[index]);
+        let first_uses = now.iter().all(|&index| never_bound[index]) && backoff.allow();
         let mut again = Vec::new();
         match authorize_together(conn, &statements, jobs, &now, patient, first_uses).await {
             Ok(outcomes) => {
+                if first_uses {
+                    backoff.succeeded();
+                }
                 // Committed: each caller hears at once, not after the rest of the batch.
                 for (index, outcome) in outcomes {
                     match outcome {
@@ -664,6 +686,7 @@ pub(crate) async fn authorize_batch(conn: &mut Conn, jobs: &[WriteJob], callers:
                     // A key believed never bound was bound (by another
                     // server): the jobs run again, reading their bindings.
                     TxError::Db(error) if first_uses && binds_a_bound_key(&error) => {
+                        backoff.failed();
                         for &index in &now {
                             never_bound[index] = false;
                             attempts[index] -= 1;
@@ -694,6 +717,47 @@ pub(crate) async fn authorize_batch(conn: &mut Conn, jobs: &[WriteJob], callers:
             }
         }
         pending = later.into_iter().chain(settled).collect();
+    }
+}
+
+/// Whether a transaction of first uses may skip its reads, shared by the
+/// writers of one server.
+///
+/// A key bound through another server reads as never bound here until this
+/// server binds or loads it, so behind a load balancer a device's first visit
+/// to each other server looks like a first use; its transaction then fails on
+/// the bound key and every job of it runs again the usual way. When that
+/// happens, the next transactions read as usual: 2 of them after one such
+/// failure, twice as many after each further failure in a row (at most
+/// [`FirstUseBackoff::MAX_SKIPPED`]), none again once one succeeds. A single
+/// server never backs off; a cluster whose first uses keep meeting keys bound
+/// elsewhere tries one in about a thousand.
+#[derive(Debug, Default)]
+pub(crate) struct FirstUseBackoff {
+    /// Transactions still to run the usual way.
+    skip: std::sync::atomic::AtomicU32,
+    /// The last number skipped after a failure; 0 once a transaction of first uses succeeds.
+    next: std::sync::atomic::AtomicU32,
+}
+
+impl FirstUseBackoff {
+    const MAX_SKIPPED: u32 = 1024;
+
+    /// Whether the next transaction of first uses may skip its reads.
+    fn allow(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.skip.fetch_update(Relaxed, Relaxed, |skip| skip.checked_sub(1)).is_err()
+    }
+
+    fn succeeded(&self) {
+        self.next.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn failed(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let next = self.next.load(Relaxed).saturating_mul(2).clamp(2, Self::MAX_SKIPPED);
+        self.next.store(next, Relaxed);
+        self.skip.store(next, Relaxed);
     }
 }
 
@@ -1331,7 +1395,7 @@ mod batches {
 
     use temppass_store::{AuthorizeOutcome, StoreError};
 
-    use super::{Callers, DELETE_TRIAL, MOVE_BINDINGS, WriteJob, authorize_batch};
+    use super::{Callers, DELETE_TRIAL, FirstUseBackoff, MOVE_BINDINGS, WriteJob, authorize_batch};
     use crate::testing::TestDatabase;
     use crate::{PostgresOptions, PostgresStore, connection};
 
@@ -1380,7 +1444,7 @@ mod batches {
         let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
         let mut answers = Answers::for_jobs(2);
         answers.2.push(0);
-        authorize_batch(&mut conn, &jobs, &mut answers).await;
+        authorize_batch(&mut conn, &jobs, &mut answers, &FirstUseBackoff::default()).await;
         drop(conn);
 
         assert_eq!(answers.1, vec![1], "only the caller still waiting is answered");
@@ -1414,7 +1478,7 @@ mod batches {
         ];
         let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
         let mut answers = Answers::for_jobs(2);
-        authorize_batch(&mut conn, &jobs, &mut answers).await;
+        authorize_batch(&mut conn, &jobs, &mut answers, &FirstUseBackoff::default()).await;
         drop(conn);
         let [continued, fresh] = [0, 1].map(|index| match answers.0[index].take() {
             Some(Ok(outcome)) => outcome,
@@ -1429,6 +1493,41 @@ mod batches {
         assert_eq!(fresh.started_at, later);
     }
 
+    /// After "reset all" the device's binding is of an old generation: a
+    /// first use that believes the key never bound fails on it, reads, and
+    /// starts a fresh trial with a fresh clock, rebinding the key.
+    #[tokio::test]
+    async fn a_first_use_on_a_key_reset_by_reset_all_starts_a_fresh_trial() {
+        let Some((_database, store)) = fresh_store().await else { return };
+        let scope = scope("REF30", "TempPass");
+        let rule = basic_rule("4h");
+        let device = device_id("reset-device");
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let before = store
+            .authorize(device_lookup(&scope, &device), &rule, &resource("res-1"), now)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .trial
+            .unwrap_or_else(|| panic!("no trial was started"));
+        store.reset_devices(&scope, None).await.unwrap_or_else(|e| panic!("{e}"));
+
+        let later = Timestamp::from_millis(now.as_millis() + 60_000);
+        let jobs =
+            [WriteJob::new(device_lookup(&scope, &device), &rule, &resource("res-1"), later).keys_never_bound(true)];
+        let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut answers = Answers::for_jobs(1);
+        authorize_batch(&mut conn, &jobs, &mut answers, &FirstUseBackoff::default()).await;
+        drop(conn);
+        let outcome = answers.0.remove(0).unwrap_or_else(|| panic!("no answer")).unwrap_or_else(|e| panic!("{e}"));
+
+        assert_eq!(outcome.decision, Ok(()));
+        let fresh = outcome.trial.unwrap_or_else(|| panic!("no trial"));
+        assert_ne!(fresh.id, before.id, "the reset trial came back");
+        assert_eq!(fresh.started_at, later, "the clock did not start again");
+        let found = store.find_trial(device_lookup(&scope, &device)).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(found.map(|t| t.id), Some(fresh.id), "the key is not bound to the fresh trial");
+    }
+
     /// A merge elsewhere moves a device's binding to the older trial and
     /// deletes the one the device pointed to, while this authorization waits
     /// for that trial's row lock: the lock then locks nothing, and only the
@@ -1441,6 +1540,9 @@ mod batches {
         let rule = promotional_rule(3, "4h");
         let (older_device, device) = (device_id("older-device"), device_id("device"));
         let (older_identity, viewer) = (identity("older@example.com"), identity("viewer@example.com"));
+        // The device comes back with an identity of its own, so that it
+        // shares no key lock with the merge, which comes from (older device, viewer).
+        let guest = identity("guest@example.com");
         let lookup = |device, identity| TrialLookup {
             scope: &scope,
             device,
@@ -1474,7 +1576,7 @@ mod batches {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let jobs = [WriteJob::new(
-            lookup(&device, &viewer),
+            lookup(&device, &guest),
             &rule,
             &resource("res-2"),
             Timestamp::from_millis(1_700_000_120_000),
@@ -1483,18 +1585,21 @@ mod batches {
         let waiting = tokio::spawn(async move {
             let mut conn = connection::get(&pool, &target).await.unwrap_or_else(|e| panic!("{e}"));
             let mut answers = Answers::for_jobs(1);
-            authorize_batch(&mut conn, &jobs, &mut answers).await;
+            authorize_batch(&mut conn, &jobs, &mut answers, &FirstUseBackoff::default()).await;
             answers.0.remove(0)
         });
         let waits =
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        let mut seen_waiting = false;
         for _ in 0..200 {
             let row = merger.query_one(waits, &[]).await.unwrap_or_else(|e| panic!("{e}"));
             if row.get::<_, i64>(0) > 0 {
+                seen_waiting = true;
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        assert!(seen_waiting, "the authorization never waited for the trial's row lock");
         merger.execute(MOVE_BINDINGS, &[&survivor, &absorbed]).await.unwrap_or_else(|e| panic!("{e}"));
         merger.execute(DELETE_TRIAL, &[&absorbed]).await.unwrap_or_else(|e| panic!("{e}"));
         merger.batch_execute("COMMIT").await.unwrap_or_else(|e| panic!("{e}"));
@@ -1531,7 +1636,7 @@ mod batches {
 
         let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
         let mut answers = Answers::for_jobs(2);
-        authorize_batch(&mut conn, &jobs, &mut answers).await;
+        authorize_batch(&mut conn, &jobs, &mut answers, &FirstUseBackoff::default()).await;
         release.await.unwrap_or_else(|e| panic!("{e}"));
 
         assert_eq!(answers.1, vec![1, 0], "the free device waited for the busy one");
@@ -1601,7 +1706,7 @@ mod batches {
             (0..4).map(|n| WriteJob::new(lookups[n], rules[n], &resource(&format!("res-{n}")), now)).collect();
         let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
         let mut answers = Answers::for_jobs(4);
-        authorize_batch(&mut conn, &jobs, &mut answers).await;
+        authorize_batch(&mut conn, &jobs, &mut answers, &FirstUseBackoff::default()).await;
         drop(conn);
 
         let mut ids = std::collections::HashSet::new();
@@ -1654,7 +1759,7 @@ mod batches {
         ];
         let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
         let mut answers = Answers::for_jobs(2);
-        authorize_batch(&mut conn, &jobs, &mut answers).await;
+        authorize_batch(&mut conn, &jobs, &mut answers, &FirstUseBackoff::default()).await;
         drop(conn);
         let answers: Vec<_> =
             answers.0.into_iter().map(|a| a.unwrap_or_else(|| panic!("a job got no answer"))).collect();
@@ -1668,6 +1773,48 @@ mod batches {
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|| panic!("the trial is gone"));
         assert_eq!(trial.used_resources, vec![resource("res-0"), resource("res-1")], "a permitted title was lost");
+    }
+}
+
+#[cfg(test)]
+mod backoff {
+    use super::FirstUseBackoff;
+
+    fn allowed_in(backoff: &FirstUseBackoff, transactions: usize) -> Vec<bool> {
+        (0..transactions).map(|_| backoff.allow()).collect()
+    }
+
+    #[test]
+    fn first_uses_skip_their_reads_until_one_meets_a_bound_key() {
+        let backoff = FirstUseBackoff::default();
+        assert_eq!(allowed_in(&backoff, 3), vec![true; 3]);
+        backoff.succeeded();
+        assert!(backoff.allow());
+    }
+
+    #[test]
+    fn each_failure_in_a_row_doubles_the_transactions_that_read_as_usual_up_to_a_bound() {
+        let backoff = FirstUseBackoff::default();
+        backoff.failed();
+        assert_eq!(allowed_in(&backoff, 3), vec![false, false, true]);
+        backoff.failed();
+        assert_eq!(allowed_in(&backoff, 5), vec![false, false, false, false, true]);
+        for _ in 0..20 {
+            backoff.failed();
+        }
+        let allowed = allowed_in(&backoff, FirstUseBackoff::MAX_SKIPPED as usize + 1);
+        assert_eq!(allowed.iter().filter(|a| !**a).count(), FirstUseBackoff::MAX_SKIPPED as usize);
+        assert_eq!(allowed.last(), Some(&true));
+    }
+
+    #[test]
+    fn a_success_ends_the_backoff() {
+        let backoff = FirstUseBackoff::default();
+        backoff.failed();
+        backoff.failed();
+        backoff.succeeded();
+        backoff.failed();
+        assert_eq!(allowed_in(&backoff, 3), vec![false, false, true], "the backoff started again from 2");
     }
 }
 

@@ -6,10 +6,13 @@
 //! [`crate::FoundTrials::answer_without_write`]). For a first authorization the
 //! read is wasted: the device was never seen. This filter says "never bound"
 //! for a key it was never given, so the store can go straight to the write,
-//! which looks every key up again inside its own transaction anyway.
+//! which checks every key again inside its own transaction anyway (by a
+//! lookup, or, in PostgreSQL's first-use path, by an insert that fails on a
+//! key that has a binding).
 //!
-//! The filter is a hint and nothing is decided from it: a wrong "never bound"
-//! costs one write that finds the trial and changes nothing; a wrong "may be
+//! The filter is a hint and no decision stands on it alone: a wrong "never
+//! bound" costs a write that finds the trial and changes nothing (and, in
+//! PostgreSQL, the failed first-use transaction before it); a wrong "may be
 //! bound" (a false positive, about 1% at the planned size, or any key before
 //! the store has loaded the keys it already holds) costs the read it would have
 //! cost without the filter. Keys are never removed (a reset leaves them), which
