@@ -1874,24 +1874,17 @@ mod plans {
                 "bindings are not probed by their whole key:\n{plan}"
             );
         }
-        let start = generic_plan(
-            &client,
-            "text[], text[], bigint[], bigint[], int[], int[], text[], bigint[], smallint[], text[]",
-            START_BATCH,
-            "ARRAY['REF30'], ARRAY['TempPass'], ARRAY[1]::bigint[], ARRAY[2]::bigint[], ARRAY[1], ARRAY[1], \
-             ARRAY['res-1'], ARRAY[1]::bigint[], ARRAY[0]::smallint[], ARRAY['device-1']",
-        )
-        .await;
-        assert!(!start.contains("Seq Scan"), "starting trials scans a table:\n{start}");
-        let start_new = generic_plan(
-            &client,
-            "text[], text[], bigint[], bigint[], int[], int[], text[], bigint[], smallint[], text[]",
-            START_NEW_BATCH,
-            "ARRAY['REF30'], ARRAY['TempPass'], ARRAY[1]::bigint[], ARRAY[2]::bigint[], ARRAY[1], ARRAY[1], \
-             ARRAY['res-1'], ARRAY[1]::bigint[], ARRAY[0]::smallint[], ARRAY['device-1']",
-        )
-        .await;
-        assert!(!start_new.contains("Seq Scan"), "starting new trials scans a table:\n{start_new}");
+        for start_batch in [START_BATCH, START_NEW_BATCH] {
+            let start = generic_plan(
+                &client,
+                "text[], text[], bigint[], bigint[], int[], int[], text[], bigint[], smallint[], text[]",
+                start_batch,
+                "ARRAY['REF30'], ARRAY['TempPass'], ARRAY[1]::bigint[], ARRAY[2]::bigint[], ARRAY[1], ARRAY[1], \
+                 ARRAY['res-1'], ARRAY[1]::bigint[], ARRAY[0]::smallint[], ARRAY['device-1']",
+            )
+            .await;
+            assert!(!start.contains("Seq Scan"), "starting trials scans a table:\n{start}");
+        }
         // The other writes of a batch run on generic plans too.
         for plan in [
             generic_plan(&client, "bigint[]", DELETE_UNBOUND, "ARRAY[1, 2]::bigint[]").await,
