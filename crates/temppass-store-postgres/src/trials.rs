@@ -1429,6 +1429,16 @@ mod batches {
         }
     }
 
+    /// Runs `jobs` as one batch on a connection of `pool`, as a writer would;
+    /// the callers of `gave_up` have stopped waiting before it starts.
+    async fn run_batch(pool: &deadpool_postgres::Pool, target: &str, jobs: &[WriteJob], gave_up: &[usize]) -> Answers {
+        let mut conn = connection::get(pool, target).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut answers = Answers::for_jobs(jobs.len());
+        answers.2.extend(gave_up);
+        authorize_batch(&mut conn, jobs, &mut answers, &FirstUseBackoff::default()).await;
+        answers
+    }
+
     /// A caller that gave up (its deadline passed while the job queued) is
     /// told nothing, and nothing is written for it.
     #[tokio::test]
@@ -1441,11 +1451,7 @@ mod batches {
             WriteJob::new(device_lookup(&scope, &gone), &basic_rule("4h"), &resource("res-1"), now),
             WriteJob::new(device_lookup(&scope, &staying), &basic_rule("4h"), &resource("res-1"), now),
         ];
-        let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
-        let mut answers = Answers::for_jobs(2);
-        answers.2.push(0);
-        authorize_batch(&mut conn, &jobs, &mut answers, &FirstUseBackoff::default()).await;
-        drop(conn);
+        let answers = run_batch(&store.pool, &store.target, &jobs, &[0]).await;
 
         assert_eq!(answers.1, vec![1], "only the caller still waiting is answered");
         let found = |device| store.find_trial(device_lookup(&scope, device));
@@ -1476,10 +1482,7 @@ mod batches {
             WriteJob::new(device_lookup(&scope, &bound), &rule, &resource("res-1"), later).keys_never_bound(true),
             WriteJob::new(device_lookup(&scope, &new), &rule, &resource("res-1"), later).keys_never_bound(true),
         ];
-        let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
-        let mut answers = Answers::for_jobs(2);
-        authorize_batch(&mut conn, &jobs, &mut answers, &FirstUseBackoff::default()).await;
-        drop(conn);
+        let mut answers = run_batch(&store.pool, &store.target, &jobs, &[]).await;
         let [continued, fresh] = [0, 1].map(|index| match answers.0[index].take() {
             Some(Ok(outcome)) => outcome,
             other => panic!("job {index}: {other:?}"),
@@ -1514,10 +1517,7 @@ mod batches {
         let later = Timestamp::from_millis(now.as_millis() + 60_000);
         let jobs =
             [WriteJob::new(device_lookup(&scope, &device), &rule, &resource("res-1"), later).keys_never_bound(true)];
-        let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
-        let mut answers = Answers::for_jobs(1);
-        authorize_batch(&mut conn, &jobs, &mut answers, &FirstUseBackoff::default()).await;
-        drop(conn);
+        let mut answers = run_batch(&store.pool, &store.target, &jobs, &[]).await;
         let outcome = answers.0.remove(0).unwrap_or_else(|| panic!("no answer")).unwrap_or_else(|e| panic!("{e}"));
 
         assert_eq!(outcome.decision, Ok(()));
@@ -1582,12 +1582,7 @@ mod batches {
             Timestamp::from_millis(1_700_000_120_000),
         )];
         let (pool, target) = (store.pool.clone(), store.target.clone());
-        let waiting = tokio::spawn(async move {
-            let mut conn = connection::get(&pool, &target).await.unwrap_or_else(|e| panic!("{e}"));
-            let mut answers = Answers::for_jobs(1);
-            authorize_batch(&mut conn, &jobs, &mut answers, &FirstUseBackoff::default()).await;
-            answers.0.remove(0)
-        });
+        let waiting = tokio::spawn(async move { run_batch(&pool, &target, &jobs, &[]).await.0.remove(0) });
         let waits =
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
         let mut seen_waiting = false;
@@ -1634,9 +1629,7 @@ mod batches {
             holder.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.unwrap_or_else(|e| panic!("{e}"));
         });
 
-        let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
-        let mut answers = Answers::for_jobs(2);
-        authorize_batch(&mut conn, &jobs, &mut answers, &FirstUseBackoff::default()).await;
+        let answers = run_batch(&store.pool, &store.target, &jobs, &[]).await;
         release.await.unwrap_or_else(|e| panic!("{e}"));
 
         assert_eq!(answers.1, vec![1, 0], "the free device waited for the busy one");
@@ -1704,10 +1697,7 @@ mod batches {
         let now = Timestamp::from_millis(1_700_000_000_000);
         let jobs: Vec<_> =
             (0..4).map(|n| WriteJob::new(lookups[n], rules[n], &resource(&format!("res-{n}")), now)).collect();
-        let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
-        let mut answers = Answers::for_jobs(4);
-        authorize_batch(&mut conn, &jobs, &mut answers, &FirstUseBackoff::default()).await;
-        drop(conn);
+        let answers = run_batch(&store.pool, &store.target, &jobs, &[]).await;
 
         let mut ids = std::collections::HashSet::new();
         for (n, answer) in answers.0.into_iter().enumerate() {
@@ -1757,10 +1747,7 @@ mod batches {
             WriteJob::new(lookup(&living_room, &family), &rule, &resource("res-1"), now),
             WriteJob::new(lookup(&kitchen, &guest), &rule, &resource("res-2"), now),
         ];
-        let mut conn = connection::get(&store.pool, &store.target).await.unwrap_or_else(|e| panic!("{e}"));
-        let mut answers = Answers::for_jobs(2);
-        authorize_batch(&mut conn, &jobs, &mut answers, &FirstUseBackoff::default()).await;
-        drop(conn);
+        let answers = run_batch(&store.pool, &store.target, &jobs, &[]).await;
         let answers: Vec<_> =
             answers.0.into_iter().map(|a| a.unwrap_or_else(|| panic!("a job got no answer"))).collect();
 
