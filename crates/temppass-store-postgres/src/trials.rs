@@ -1496,6 +1496,38 @@ mod batches {
         assert_eq!(fresh.started_at, later);
     }
 
+    /// A new device with an identity another server bound: both keys read as
+    /// never bound here, the insert fails on the identity's binding, and the
+    /// device joins the identity's trial (SPEC.md §2: known identity, new device).
+    #[tokio::test]
+    async fn a_first_use_of_a_new_device_with_an_identity_bound_elsewhere_joins_its_trial() {
+        let Some((_database, store)) = fresh_store().await else { return };
+        let scope = scope("REF30", "flexibleTempPass");
+        let rule = promotional_rule(3, "4h");
+        let (phone, tablet, viewer) = (device_id("phone"), device_id("tablet"), identity("viewer@example.com"));
+        let lookup = |device| TrialLookup {
+            scope: &scope,
+            device,
+            identity: Some(&viewer),
+            valid_since: Timestamp::from_millis(i64::MIN),
+        };
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let first = store.authorize(lookup(&phone), &rule, &resource("res-1"), now).await;
+        let started = first.unwrap_or_else(|e| panic!("{e}")).trial.map(|t| t.id);
+
+        let later = Timestamp::from_millis(now.as_millis() + 60_000);
+        let jobs = [WriteJob::new(lookup(&tablet), &rule, &resource("res-2"), later).keys_never_bound(true)];
+        let mut answers = run_batch(&store.pool, &store.target, &jobs, &[]).await;
+        let outcome = answers.0.remove(0).unwrap_or_else(|| panic!("no answer")).unwrap_or_else(|e| panic!("{e}"));
+
+        assert_eq!(outcome.decision, Ok(()));
+        let trial = outcome.trial.unwrap_or_else(|| panic!("no trial"));
+        assert_eq!(Some(trial.id), started, "the identity got a second trial");
+        assert_eq!(trial.used_resources, vec![resource("res-1"), resource("res-2")]);
+        let by_tablet = store.find_trial(TrialLookup { identity: None, ..lookup(&tablet) }).await;
+        assert_eq!(by_tablet.unwrap_or_else(|e| panic!("{e}")).map(|t| t.id), started, "the tablet is not bound");
+    }
+
     /// After "reset all" the device's binding is of an old generation: a
     /// first use that believes the key never bound fails on it, reads, and
     /// starts a fresh trial with a fresh clock, rebinding the key.
