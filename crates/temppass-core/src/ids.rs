@@ -13,6 +13,8 @@ pub enum IdError {
     BadCharacter,
     #[error("contains a control character")]
     ControlCharacter,
+    #[error("contains a NUL character")]
+    Nul,
 }
 
 fn check_len(raw: &str, max: usize) -> Result<(), IdError> {
@@ -112,8 +114,12 @@ impl ResourceId {
     /// Resources may be MRSS documents, so the limit is generous but finite.
     pub const MAX_LEN: usize = 4096;
 
+    /// Any text but NUL, which no store can hold (PostgreSQL refuses it in `text`).
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         check_len(raw, Self::MAX_LEN)?;
+        if raw.contains('\0') {
+            return Err(IdError::Nul);
+        }
         Ok(Self(raw.to_owned()))
     }
 }
@@ -139,5 +145,12 @@ mod tests {
         assert_eq!(DeviceId::parse(&"d".repeat(257)), Err(IdError::TooLong { max: 256 }));
         assert_eq!(DeviceId::parse("a\nb"), Err(IdError::ControlCharacter));
         assert_eq!(DeviceId::parse(""), Err(IdError::Empty));
+        assert_eq!(DeviceId::parse("a\0b"), Err(IdError::ControlCharacter));
+    }
+
+    #[test]
+    fn resource_ids_may_hold_any_text_but_nul() {
+        assert!(ResourceId::parse("<rss><item>\n\t</item></rss>").is_ok());
+        assert_eq!(ResourceId::parse("res\u{0}01"), Err(IdError::Nul));
     }
 }

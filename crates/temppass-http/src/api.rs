@@ -188,31 +188,98 @@ pub(crate) enum DecisionKind {
     Preauthorize,
 }
 
-#[derive(Deserialize)]
-struct DecisionRequest {
-    resources: Vec<String>,
-}
-
-fn parse_resources(body: Result<Bytes, BytesRejection>) -> Result<Vec<ResourceId>, ApiError> {
+fn parse_resources(body: Result<Bytes, BytesRejection>, max_resources: usize) -> Result<Vec<ResourceId>, ApiError> {
     let body = body.map_err(|rejection| {
         unread_body(
             &rejection,
             ApiError::with_details(ErrorCode::InvalidParameterResources, "the body could not be read"),
         )
     })?;
-    decision_resources(&body)
+    decision_resources(&body, max_resources)
 }
 
-/// The body of a decision request (authorize and preauthorize): `{"resources":["…"]}`, at least one, each a
-/// valid resource id; anything else is `invalid_parameter_resources`. The body size limit is applied before.
-pub fn decision_resources(body: &[u8]) -> Result<Vec<ResourceId>, ApiError> {
+/// The body of a decision request (authorize and preauthorize): `{"resources":["…"]}`, at least one and at most
+/// `max_resources`, each a valid resource id; anything else is `invalid_parameter_resources`. A body naming more
+/// is refused while it is parsed (SPEC.md §4), so no answer grows with it. The body size limit is applied before.
+pub fn decision_resources(body: &[u8], max_resources: usize) -> Result<Vec<ResourceId>, ApiError> {
     let invalid = |details: &str| ApiError::with_details(ErrorCode::InvalidParameterResources, details);
-    let request: DecisionRequest =
-        serde_json::from_slice(body).map_err(|_| invalid("expected a JSON body {\"resources\":[\"…\"]}"))?;
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let request = DecisionRequest::deserialize_bounded(&mut deserializer, max_resources)
+        .and_then(|request| deserializer.end().map(|()| request))
+        .map_err(|error| match error.classify() {
+            serde_json::error::Category::Data if error.to_string().starts_with(TOO_MANY) => {
+                invalid(&format!("at most {max_resources} resources per request"))
+            }
+            _ => invalid("expected a JSON body {\"resources\":[\"…\"]}"),
+        })?;
     if request.resources.is_empty() {
         return Err(invalid("resources is empty"));
     }
     request.resources.iter().map(|r| ResourceId::parse(r).map_err(|e| invalid(&format!("a resource {e}")))).collect()
+}
+
+const TOO_MANY: &str = "too many resources";
+
+struct DecisionRequest {
+    resources: Vec<String>,
+}
+
+impl DecisionRequest {
+    /// `{"resources":[…]}` (other fields ignored), stopping at the first resource past `max_resources`.
+    fn deserialize_bounded<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+        max_resources: usize,
+    ) -> Result<Self, D::Error> {
+        use serde::de::{DeserializeSeed, Error, IgnoredAny, MapAccess, SeqAccess, Visitor};
+        use std::fmt;
+
+        struct Resources(usize);
+        impl<'de> Visitor<'de> for Resources {
+            type Value = Vec<String>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of resource ids")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut resources = Vec::with_capacity(self.0.min(8));
+                while let Some(resource) = seq.next_element::<String>()? {
+                    if resources.len() == self.0 {
+                        return Err(A::Error::custom(TOO_MANY));
+                    }
+                    resources.push(resource);
+                }
+                Ok(resources)
+            }
+        }
+        impl<'de> DeserializeSeed<'de> for Resources {
+            type Value = Vec<String>;
+            fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+                deserializer.deserialize_seq(self)
+            }
+        }
+        struct Request(usize);
+        impl<'de> Visitor<'de> for Request {
+            type Value = DecisionRequest;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object {\"resources\":[…]}")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut resources = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "resources" {
+                        if resources.is_some() {
+                            return Err(A::Error::duplicate_field("resources"));
+                        }
+                        resources = Some(map.next_value_seed(Resources(self.0))?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                let resources = resources.ok_or_else(|| A::Error::missing_field("resources"))?;
+                Ok(DecisionRequest { resources })
+            }
+        }
+        deserializer.deserialize_map(Request(max_resources))
+    }
 }
 
 pub(crate) async fn authorize(
@@ -243,7 +310,7 @@ async fn decide(
     let (_, sp) = api_call(&state, &headers, &sp).await?;
     let (mvpd_id, mvpd) = parse_mvpd(sp, &mvpd)?;
     let device = headers::device_id(&headers)?;
-    let resources = parse_resources(body)?;
+    let resources = parse_resources(body, state.settings().limits.body_resources)?;
     let items = Items { sp: sp.id.as_str(), mvpd: mvpd_id.as_str() };
     let temppass = match mvpd {
         MvpdRef::Regular(_) => {
@@ -366,6 +433,8 @@ impl<'a> Items<'a> {
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 const CODE_LENGTH: usize = 8;
 const SESSION_TTL_MS: i64 = 30 * 60 * 1000;
+/// `domainName` and `redirectUrl` are kept for the session's life: a URL's worth each.
+const MAX_SESSION_FIELD_BYTES: usize = 2048;
 
 #[derive(Debug, Default, Deserialize)]
 struct SessionForm {
@@ -384,6 +453,14 @@ fn parse_session_form(body: Result<Bytes, BytesRejection>) -> Result<SessionForm
     let form: SessionForm = serde_urlencoded::from_bytes(&body).map_err(|_| {
         ApiError::with_details(ErrorCode::InvalidAuthenticationSession, "expected a form-urlencoded body")
     })?;
+    for (name, value) in [("domainName", &form.domain_name), ("redirectUrl", &form.redirect_url)] {
+        if value.as_deref().is_some_and(|v| v.len() > MAX_SESSION_FIELD_BYTES || v.chars().any(char::is_control)) {
+            return Err(ApiError::with_details(
+                ErrorCode::InvalidAuthenticationSession,
+                format!("{name} is longer than {MAX_SESSION_FIELD_BYTES} bytes or holds a control character"),
+            ));
+        }
+    }
     let non_empty = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
     Ok(SessionForm {
         mvpd: non_empty(form.mvpd),
@@ -493,10 +570,10 @@ pub(crate) async fn create_session(
 
 async fn find_session(state: &AppState, sp: &ServiceProvider, code: &str) -> Result<Session, ApiError> {
     let invalid = || ApiError::new(ErrorCode::InvalidParameterCode);
-    if code.len() != CODE_LENGTH {
+    let code = code.to_ascii_uppercase();
+    if code.len() != CODE_LENGTH || !code.bytes().all(|b| CODE_ALPHABET.contains(&b)) {
         return Err(invalid());
     }
-    let code = code.to_ascii_uppercase();
     let session = state.store_call(state.store().find_session(&code)).await?.ok_or_else(invalid)?;
     if session.service_provider != sp.id || state.now() >= session.expires_at {
         return Err(invalid());

@@ -1,5 +1,8 @@
 //! Browser access (SPEC.md §11): CORS for the origins of the service
 //! providers' `domains`, and loopback origins when the server listens on loopback.
+//! Under `/api/v2/{serviceProvider}/…` only the domains of the service provider
+//! in the path count, so one network's site cannot read another's answers;
+//! the paths that name none (DCR, the JWKS) take the domains of every one.
 //!
 //! Other origins get no CORS headers at all (only `Vary`), so a browser
 //! refuses to hand them the response. The reset API is for back ends and
@@ -11,6 +14,7 @@
 //! every header value is made once. Every `OPTIONS` request is a preflight,
 //! answered here with 200 and no body, as tower-http does.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -40,26 +44,43 @@ const MAX_AGE_SECONDS: &str = "600";
 const VARY: &str = "origin, access-control-request-method, access-control-request-headers";
 
 pub(crate) fn layer(settings: &Settings) -> CorsLayer {
-    let domains = settings
-        .service_providers
-        .iter()
-        .flat_map(|sp| sp.domains.iter())
-        .map(|domain| domain.trim().trim_end_matches('.').to_ascii_lowercase())
-        .filter(|domain| !domain.is_empty())
-        .collect();
-    CorsLayer { policy: Arc::new(Policy { domains, loopback: settings.allow_loopback_origins }) }
+    let normalised = |domains: &[String]| -> Vec<String> {
+        domains
+            .iter()
+            .map(|domain| domain.trim().trim_end_matches('.').to_ascii_lowercase())
+            .filter(|domain| !domain.is_empty())
+            .collect()
+    };
+    let by_service_provider =
+        settings.service_providers.iter().map(|sp| (sp.id.as_str().to_owned(), normalised(&sp.domains))).collect();
+    let every_domain = settings.service_providers.iter().flat_map(|sp| normalised(&sp.domains)).collect();
+    CorsLayer {
+        policy: Arc::new(Policy { by_service_provider, every_domain, loopback: settings.allow_loopback_origins }),
+    }
 }
 
 struct Policy {
-    domains: Vec<String>,
+    by_service_provider: HashMap<String, Vec<String>>,
+    every_domain: Vec<String>,
     loopback: bool,
 }
 
 impl Policy {
+    /// The domains whose origins may read the answer to a request for `path`.
+    fn domains_for(&self, path: &str) -> &[String] {
+        match path.strip_prefix("/api/v2/") {
+            Some(rest) => {
+                let service_provider = rest.split('/').next().unwrap_or_default();
+                self.by_service_provider.get(service_provider).map_or(&[], Vec::as_slice)
+            }
+            None => &self.every_domain,
+        }
+    }
+
     /// The request's `Origin`, if it is one this server lets browsers read answers from.
-    fn allowed_origin(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+    fn allowed_origin(&self, headers: &HeaderMap, path: &str) -> Option<HeaderValue> {
         let origin = headers.get(header::ORIGIN)?;
-        let allowed = origin.to_str().is_ok_and(|origin| is_allowed(origin, &self.domains, self.loopback));
+        let allowed = origin.to_str().is_ok_and(|origin| is_allowed(origin, self.domains_for(path), self.loopback));
         allowed.then(|| origin.clone())
     }
 }
@@ -96,7 +117,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let origin = self.policy.allowed_origin(request.headers());
+        let origin = self.policy.allowed_origin(request.headers(), request.uri().path());
         if request.method() == Method::OPTIONS {
             return CorsFuture::Preflight { response: Some(preflight(origin)) };
         }
@@ -214,6 +235,24 @@ mod tests {
         ] {
             assert!(!is_allowed(origin, &domains(), true), "{origin}");
         }
+    }
+
+    #[test]
+    fn an_origin_is_allowed_only_on_the_paths_of_its_own_service_provider() {
+        let policy = Policy {
+            by_service_provider: HashMap::from([
+                ("REF30".to_owned(), vec!["example.com".to_owned()]),
+                ("OTHER".to_owned(), vec!["other.org".to_owned()]),
+            ]),
+            every_domain: vec!["example.com".to_owned(), "other.org".to_owned()],
+            loopback: false,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ORIGIN, HeaderValue::from_static("https://www.other.org"));
+        assert!(policy.allowed_origin(&headers, "/api/v2/OTHER/configuration").is_some());
+        assert!(policy.allowed_origin(&headers, "/api/v2/REF30/configuration").is_none());
+        assert!(policy.allowed_origin(&headers, "/api/v2/UNKNOWN/configuration").is_none());
+        assert!(policy.allowed_origin(&headers, "/o/client/register").is_some());
     }
 
     #[test]

@@ -66,6 +66,7 @@ fn oauth(error: OAuthError, description: &'static str) -> DcrError {
 fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, DcrError> {
     body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => DcrError::Api(ApiError::new(ErrorCode::PayloadTooLarge)),
+        _ if crate::edge::is_body_timeout(&rejection) => DcrError::Api(ApiError::new(ErrorCode::RequestTimeout)),
         _ => oauth(OAuthError::InvalidRequest, "the request body could not be read"),
     })
 }
@@ -143,6 +144,7 @@ fn is_absolute_uri(uri: &str) -> bool {
         && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
         && !rest.is_empty()
         && uri.len() <= 2048
+        && !uri.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
 #[derive(Debug, Default, Deserialize)]

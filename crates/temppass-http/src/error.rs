@@ -29,6 +29,17 @@ pub enum ErrorCode {
     InvalidAccessTokenClientApplication,
     PayloadTooLarge,
     InternalServerError,
+    /// A request that is not HTTP this server can parse (temppass's own code;
+    /// hyper's empty 400 is rewritten to it, see `listener::io`).
+    BadRequest,
+    /// The request body did not arrive within `server.body_timeout` (temppass's own code).
+    RequestTimeout,
+    /// The request line is longer than the server reads (temppass's own code).
+    UriTooLong,
+    /// The request's headers are too many or too large (temppass's own code).
+    RequestHeaderFieldsTooLarge,
+    /// The server sheds load: too many connections or queued writes (temppass's own code).
+    ServiceUnavailable,
     /// No such endpoint (temppass's own code: a JSON 404 instead of an empty one).
     NotFound,
     /// The endpoint exists, with other methods (temppass's own code, a JSON 405).
@@ -83,6 +94,11 @@ impl ErrorCode {
             InvalidAccessTokenClientApplication => "invalid_access_token_client_application",
             PayloadTooLarge => "payload_too_large",
             InternalServerError => "internal_server_error",
+            BadRequest => "bad_request",
+            RequestTimeout => "request_timeout",
+            UriTooLong => "uri_too_long",
+            RequestHeaderFieldsTooLarge => "request_header_fields_too_large",
+            ServiceUnavailable => "service_unavailable",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             InvalidParameterDeviceId => "invalid_parameter_device_id",
@@ -119,6 +135,11 @@ impl ErrorCode {
             }
             PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, Action::None),
             InternalServerError => (StatusCode::INTERNAL_SERVER_ERROR, Action::None),
+            BadRequest => (StatusCode::BAD_REQUEST, Action::None),
+            RequestTimeout => (StatusCode::REQUEST_TIMEOUT, Action::None),
+            UriTooLong => (StatusCode::URI_TOO_LONG, Action::None),
+            RequestHeaderFieldsTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Action::None),
+            ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, Action::Retry),
             NotFound => (StatusCode::NOT_FOUND, Action::None),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, Action::None),
         }
@@ -149,12 +170,36 @@ impl ErrorCode {
             }
             PayloadTooLarge => "The request body is too large.",
             InternalServerError => "The server encountered an internal error.",
+            BadRequest => "The request could not be read as HTTP.",
+            RequestTimeout => "The request body did not arrive in time.",
+            UriTooLong => "The request URI is too long.",
+            RequestHeaderFieldsTooLarge => "The request headers are too many or too large.",
+            ServiceUnavailable => "The server is busy; try again shortly.",
             NotFound => "There is no such endpoint.",
             MethodNotAllowed => "This endpoint does not accept that method.",
             InvalidParameterDeviceId => "The device_id parameter value is invalid.",
             InvalidParameterKey => "The key parameter value is invalid.",
             ResetNotPermitted => "The credentials are not allowed to reset temporary passes of this service provider.",
             ApiKeyMissing => "The ApiKey header is missing.",
+        }
+    }
+}
+
+impl ErrorCode {
+    /// The code of an error answer that only has a status: one made by hyper
+    /// or by an axum extractor, which `edge.rs` and `listener::io` give the
+    /// §5 body of this code.
+    pub fn for_status(status: StatusCode) -> ErrorCode {
+        match status {
+            StatusCode::NOT_FOUND => ErrorCode::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+            StatusCode::REQUEST_TIMEOUT => ErrorCode::RequestTimeout,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+            StatusCode::URI_TOO_LONG => ErrorCode::UriTooLong,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorCode::RequestHeaderFieldsTooLarge,
+            StatusCode::SERVICE_UNAVAILABLE => ErrorCode::ServiceUnavailable,
+            status if status.is_server_error() => ErrorCode::InternalServerError,
+            _ => ErrorCode::BadRequest,
         }
     }
 }
@@ -240,7 +285,11 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(trace = %body.trace, %error, "store unavailable");
                 ApiError::from_body(body.with_action(Action::Retry))
             }
-            StoreError::Conflict(_) | StoreError::Internal(_) => {
+            StoreError::Busy(_) => {
+                tracing::warn!(trace = %body.trace, %error, "shedding load");
+                ApiError::new(ErrorCode::ServiceUnavailable)
+            }
+            StoreError::Conflict(_) | StoreError::Internal(_) | StoreError::InvalidValue(_) => {
                 tracing::error!(trace = %body.trace, %error, "store failure");
                 ApiError::from_body(body)
             }
@@ -252,6 +301,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = json_response(status, &*self.0);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             let scheme = if self.0.code == ErrorCode::ApiKeyMissing.as_str() { "ApiKey" } else { "Bearer" };
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
@@ -265,6 +317,8 @@ impl IntoResponse for ApiError {
 pub(crate) fn unread_body(rejection: &axum::extract::rejection::BytesRejection, unreadable: ApiError) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(ErrorCode::PayloadTooLarge)
+    } else if crate::edge::is_body_timeout(rejection) {
+        ApiError::new(ErrorCode::RequestTimeout)
     } else {
         unreadable
     }

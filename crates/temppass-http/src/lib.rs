@@ -10,9 +10,11 @@ pub mod clock;
 mod cors;
 mod dcr;
 mod demo;
+mod edge;
 pub mod error;
 mod grant_cache;
 pub mod headers;
+pub mod listener;
 mod request_timeout;
 mod reset;
 pub mod settings;
@@ -77,6 +79,9 @@ pub fn app(state: AppState) -> Router {
         .merge(back_end)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
+        // Outermost: a body over the limit is refused before it is read, and
+        // every error answer leaves with a §5 body.
+        .layer(edge::EdgeLayer { body_bytes: limits.body_bytes, body_timeout: limits.body_timeout })
         .with_state(state)
 }
 

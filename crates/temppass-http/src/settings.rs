@@ -58,8 +58,12 @@ impl ServiceProvider {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub body_bytes: usize,
+    /// A request body must have arrived this long after the request started (408 after).
+    pub body_timeout: Duration,
     pub store_timeout: Duration,
     pub request_timeout: Duration,
+    /// A decision body naming more resources is refused whole, while it is parsed (SPEC.md §4).
+    pub body_resources: usize,
     pub authorize_resources: usize,
     pub preauthorize_resources: usize,
 }
@@ -68,8 +72,10 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             body_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(5),
             store_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
+            body_resources: 50,
             authorize_resources: 1,
             preauthorize_resources: 5,
         }

@@ -22,6 +22,7 @@ mod trials;
 pub mod testing;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -54,11 +55,18 @@ pub struct PostgresOptions {
     /// `statement_timeout` and `idle_in_transaction_session_timeout`, so a
     /// transaction abandoned by a dead server releases its locks.
     pub operation_timeout: Duration,
+    /// Authorizations waiting for a writer task at most; past it one fails at once with `StoreError::Busy`.
+    pub max_queued_writes: usize,
 }
 
 impl Default for PostgresOptions {
     fn default() -> Self {
-        Self { pool_size: 16, connect_timeout: Duration::from_secs(2), operation_timeout: Duration::from_secs(2) }
+        Self {
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(2),
+            operation_timeout: Duration::from_secs(2),
+            max_queued_writes: 4096,
+        }
     }
 }
 
@@ -67,6 +75,9 @@ pub struct PostgresStore {
     pool: Pool,
     /// Authorizations that write, waiting for a writer task (`write_in_batches`).
     writes: mpsc::UnboundedSender<WriteRequest>,
+    /// Writes sent and not yet taken by a writer task: at most `max_queued_writes`.
+    queued: Arc<AtomicUsize>,
+    max_queued_writes: usize,
     /// The trial lookups that need no transaction.
     shared: SharedReads,
     operation_timeout: Duration,
@@ -212,6 +223,7 @@ impl PostgresStore {
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
         let running = Arc::new(watch::Sender::new(0));
         let first_uses = Arc::new(trials::FirstUseBackoff::default());
+        let queued = Arc::new(AtomicUsize::new(0));
         for _ in 0..(options.pool_size / 4).clamp(1, 8) {
             let writer = Writer {
                 pool: pool.clone(),
@@ -219,12 +231,15 @@ impl PostgresStore {
                 deadline: options.operation_timeout,
                 running: Arc::clone(&running),
                 first_uses: Arc::clone(&first_uses),
+                queued: Arc::clone(&queued),
             };
             tokio::spawn(writer.write_in_batches(Arc::clone(&queue)));
         }
         Ok(Self {
             pool,
             writes,
+            queued,
+            max_queued_writes: options.max_queued_writes,
             shared,
             operation_timeout: options.operation_timeout,
             reclaim_cursor: Mutex::default(),
@@ -289,6 +304,8 @@ struct Writer {
     running: Arc<watch::Sender<usize>>,
     /// Whether first uses may skip their reads, shared by the writers.
     first_uses: Arc<trials::FirstUseBackoff>,
+    /// The store's count of queued writes, which a writer lowers as it takes them.
+    queued: Arc<AtomicUsize>,
 }
 
 /// Counts a batch as young until it is dropped.
@@ -325,6 +342,7 @@ impl Writer {
                     batch.push(request);
                 }
             }
+            self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
             // Counted before the next writer may look at the queue.
             let mut young = Some(Running::start(&self.running));
             drop(waiting);
@@ -454,6 +472,11 @@ impl Store for PostgresStore {
             let keys_never_bound = !self.bound.may_any_be_bound(lookup);
             // Before the write that may bind them, so that the filter never misses a key bound here.
             self.bound.insert_lookup(lookup);
+            if self.queued.fetch_add(1, Ordering::Relaxed) >= self.max_queued_writes {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                let queued = self.max_queued_writes;
+                return Err(StoreError::Busy(format!("{queued} writes are already queued for the PostgreSQL writers")));
+            }
             let (reply, answer) = oneshot::channel();
             let job = trials::WriteJob::new(lookup, rule, resource, now).keys_never_bound(keys_never_bound);
             self.writes
@@ -481,22 +504,33 @@ impl Store for PostgresStore {
     }
 
     async fn create_application(&self, application: &Application) -> Result<(), StoreError> {
+        application.check_storable()?;
         self.within_deadline(async { records::insert_application(&mut self.conn().await?, application).await }).await
     }
 
     async fn find_application(&self, id: &str) -> Result<Option<Application>, StoreError> {
+        if temppass_store::holds_nul(id) {
+            return Ok(None);
+        }
         self.within_deadline(async { records::find_application(&mut self.conn().await?, id).await }).await
     }
 
     async fn revoke_application(&self, name: &str, now: Timestamp) -> Result<bool, StoreError> {
+        if temppass_store::holds_nul(name) {
+            return Ok(false);
+        }
         self.within_deadline(async { records::revoke_application(&mut self.conn().await?, name, now).await }).await
     }
 
     async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
+        client.check_storable()?;
         self.within_deadline(async { records::insert_client(&mut self.conn().await?, client).await }).await
     }
 
     async fn find_client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
+        if temppass_store::holds_nul(client_id) {
+            return Ok(None);
+        }
         self.within_deadline(async { records::find_client(&mut self.conn().await?, client_id).await }).await
     }
 
@@ -505,18 +539,26 @@ impl Store for PostgresStore {
     }
 
     async fn find_access_grant(&self, token_hash: &str) -> Result<Option<AccessGrant>, StoreError> {
+        if temppass_store::holds_nul(token_hash) {
+            return Ok(None);
+        }
         self.within_deadline(async { records::find_access_grant(&mut self.conn().await?, token_hash).await }).await
     }
 
     async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+        session.check_storable()?;
         self.within_deadline(async { records::insert_session(&mut self.conn().await?, session).await }).await
     }
 
     async fn find_session(&self, code: &str) -> Result<Option<Session>, StoreError> {
+        if temppass_store::holds_nul(code) {
+            return Ok(None);
+        }
         self.within_deadline(async { records::find_session(&mut self.conn().await?, code).await }).await
     }
 
     async fn update_session(&self, session: &Session) -> Result<(), StoreError> {
+        session.check_storable()?;
         self.within_deadline(async { records::update_session(&mut self.conn().await?, session).await }).await
     }
 
@@ -525,10 +567,16 @@ impl Store for PostgresStore {
     }
 
     async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        if temppass_store::holds_nul(key_hash) {
+            return Ok(None);
+        }
         self.within_deadline(async { records::find_api_key(&mut self.conn().await?, key_hash).await }).await
     }
 
     async fn revoke_api_key(&self, key_hash: &str, now: Timestamp) -> Result<bool, StoreError> {
+        if temppass_store::holds_nul(key_hash) {
+            return Ok(false);
+        }
         self.within_deadline(async { records::revoke_api_key(&mut self.conn().await?, key_hash, now).await }).await
     }
 

@@ -42,11 +42,13 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// Reader connections; more than the number of async workers buys nothing.
     pub readers: usize,
+    /// Writes waiting for the writer thread at most; past it a write fails at once with `StoreError::Busy`.
+    pub max_queued_writes: usize,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self { busy_timeout: Duration::from_secs(2), readers: 8 }
+        Self { busy_timeout: Duration::from_secs(2), readers: 8, max_queued_writes: 4096 }
     }
 }
 
@@ -113,7 +115,7 @@ impl SqliteStore {
             background::Background::checkpoint(&path, &options)?,
         ];
         Ok(Self {
-            writer: writer::Writer::start(writer)?,
+            writer: writer::Writer::start(writer, options.max_queued_writes)?,
             readers,
             next_reader: AtomicUsize::new(0),
             reclaim_cursor: Arc::default(),
@@ -216,6 +218,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_application(&self, application: &Application) -> Result<(), StoreError> {
+        application.check_storable()?;
         let application = application.clone();
         self.write(move |tx| records::insert_application(tx, &application)).await
     }
@@ -230,6 +233,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_client(&self, client: &Client) -> Result<(), StoreError> {
+        client.check_storable()?;
         let client = client.clone();
         self.write(move |tx| records::insert_client(tx, &client)).await
     }
@@ -248,6 +252,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+        session.check_storable()?;
         let session = session.clone();
         self.write(move |tx| records::insert_session(tx, &session)).await
     }
@@ -257,6 +262,7 @@ impl Store for SqliteStore {
     }
 
     async fn update_session(&self, session: &Session) -> Result<(), StoreError> {
+        session.check_storable()?;
         let session = session.clone();
         self.write(move |tx| records::update_session(tx, &session)).await
     }

@@ -15,7 +15,8 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -104,27 +105,29 @@ fn execute_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 }
 
 fn copy(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
-        StoreError::Conflict(message) => StoreError::Conflict(message.clone()),
-        StoreError::Internal(message) => StoreError::Internal(message.clone()),
-    }
+    error.clone()
 }
 
 /// The queue in front of the writer thread; dropping it lets the thread finish and close the connection.
 pub(crate) struct Writer {
     jobs: Option<mpsc::Sender<Box<dyn Job>>>,
+    /// Jobs sent and not yet taken by the writer thread: at most `max_queued`,
+    /// so an overload is refused at once instead of growing without bound.
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Writer {
-    pub(crate) fn start(conn: Connection) -> Result<Self, StoreError> {
+    pub(crate) fn start(conn: Connection, max_queued: usize) -> Result<Self, StoreError> {
         let (jobs, queue) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = Arc::clone(&queued);
         let thread = std::thread::Builder::new()
             .name("temppass-sqlite-writer".into())
-            .spawn(move || run(&conn, &queue))
+            .spawn(move || run(&conn, &queue, &taken))
             .map_err(|e| StoreError::Internal(format!("cannot start the SQLite writer thread: {e}")))?;
-        Ok(Self { jobs: Some(jobs), thread: Some(thread) })
+        Ok(Self { jobs: Some(jobs), queued, max_queued, thread: Some(thread) })
     }
 
     /// Queues `work` at once (calls are queued in the order they are made)
@@ -140,9 +143,14 @@ impl Writer {
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let stopped = || StoreError::Internal("the SQLite writer thread has stopped".into());
-        let queued = match &self.jobs {
-            Some(queue) => queue.send(Box::new(Pending { work, reply, give_up_at })).map_err(|_| stopped()),
-            None => Err(stopped()),
+        let queued = if self.queued.fetch_add(1, Ordering::Relaxed) >= self.max_queued {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            Err(StoreError::Busy(format!("{} writes are already queued for the SQLite writer", self.max_queued)))
+        } else {
+            match &self.jobs {
+                Some(queue) => queue.send(Box::new(Pending { work, reply, give_up_at })).map_err(|_| stopped()),
+                None => Err(stopped()),
+            }
         };
         async move {
             queued?;
@@ -160,10 +168,11 @@ impl Drop for Writer {
     }
 }
 
-fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>) {
+fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, queued: &AtomicUsize) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         batch.extend(queue.try_iter().take(MAX_BATCH - 1));
+        queued.fetch_sub(batch.len(), Ordering::Relaxed);
         // A rollback that failed earlier may have left a transaction open.
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
@@ -210,11 +219,15 @@ mod tests {
     type TestWrite = Box<dyn FnOnce(&Connection) -> Result<(), StoreError> + Send>;
 
     fn writer() -> (Writer, tempfile::TempDir) {
+        writer_with_queue(4096)
+    }
+
+    fn writer_with_queue(max_queued: usize) -> (Writer, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let conn = Connection::open(dir.path().join("w.db")).unwrap_or_else(|e| panic!("{e}"));
         conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (name TEXT PRIMARY KEY)")
             .unwrap_or_else(|e| panic!("{e}"));
-        (Writer::start(conn).unwrap_or_else(|e| panic!("{e}")), dir)
+        (Writer::start(conn, max_queued).unwrap_or_else(|e| panic!("{e}")), dir)
     }
 
     fn later() -> Instant {
@@ -306,5 +319,31 @@ mod tests {
         assert!(matches!(answer, Err(StoreError::Unavailable(_))), "{answer:?}");
         drop(writer);
         assert!(names(&dir).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_write_past_the_queue_bound_is_refused_at_once_and_the_queued_ones_still_commit() {
+        let (writer, dir) = writer_with_queue(2);
+        let (started, running) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let hold = writer.write(later(), move |_: &Connection| {
+            let _ = started.send(());
+            let _ = released.recv_timeout(Duration::from_secs(10));
+            Ok(())
+        });
+        let hold = tokio::spawn(hold);
+        running.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|e| panic!("the first write never ran: {e}"));
+        // The writer thread is busy with the first write: these two wait in the queue.
+        let queued = [writer.write(later(), insert("a")), writer.write(later(), insert("b"))];
+        let refused = writer.write(later(), insert("c")).await;
+        assert!(matches!(refused, Err(StoreError::Busy(_))), "{refused:?}");
+        let _ = release.send(());
+        for answer in queued {
+            assert!(answer.await.is_ok());
+        }
+        assert!(hold.await.is_ok_and(|held| held.is_ok()));
+        assert!(writer.write(later(), insert("d")).await.is_ok(), "a drained queue takes writes again");
+        drop(writer);
+        assert_eq!(names(&dir), ["a", "b", "d"]);
     }
 }

@@ -21,6 +21,7 @@ pub use bound_keys::{BoundKeys, DEVICE_KEY, IDENTITY_KEY};
 pub use found::FoundTrials;
 pub use records::{
     AccessGrant, AccessToken, ApiKey, Application, CLIENT_IDLE_MS, Client, ReclaimReport, Session, StoredSigningKey,
+    holds_nul,
 };
 
 /// Failures of the store itself. Denials are not errors: see [`AuthorizeOutcome`].
@@ -32,6 +33,15 @@ pub enum StoreError {
     /// A unique value (application name, client id, session code) already exists.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The backend's write queue is full (`max_queued_writes`): the write was
+    /// refused at once, without running, so the client may retry shortly.
+    #[error("store busy: {0}")]
+    Busy(String),
+    /// A value no backend can hold, such as text with a NUL character
+    /// (PostgreSQL refuses it); nothing was written. The HTTP layer refuses
+    /// such input first, so this is a bug where it reaches a client.
+    #[error("invalid value: {0}")]
+    InvalidValue(String),
     /// Anything else: a bug, a corrupt row, a failed migration.
     #[error("store failure: {0}")]
     Internal(String),

@@ -102,3 +102,54 @@ impl ReclaimReport {
         self.bindings + self.trials + self.sessions + self.access_tokens + self.clients
     }
 }
+
+/// Whether a lookup key holds NUL, which no stored text can (see [`Session::check_storable`]):
+/// a backend answers such a lookup "not found" without asking its engine.
+pub fn holds_nul(key: &str) -> bool {
+    key.contains('\0')
+}
+
+/// Refuses text no backend can hold — NUL, which PostgreSQL refuses in `text` —
+/// the same way in every backend, naming the field, before anything is written.
+fn refuse_nul<'a>(
+    record: &str,
+    fields: impl IntoIterator<Item = (&'static str, &'a str)>,
+) -> Result<(), crate::StoreError> {
+    match fields.into_iter().find(|(_, value)| holds_nul(value)) {
+        Some((field, _)) => Err(crate::StoreError::InvalidValue(format!("{record}.{field} holds a NUL character"))),
+        None => Ok(()),
+    }
+}
+
+impl Session {
+    pub fn check_storable(&self) -> Result<(), crate::StoreError> {
+        let optional = [("domain_name", &self.domain_name), ("redirect_url", &self.redirect_url)];
+        refuse_nul(
+            "session",
+            std::iter::once(("code", self.code.as_str()))
+                .chain(optional.into_iter().filter_map(|(field, value)| Some((field, value.as_deref()?)))),
+        )
+    }
+}
+
+impl Client {
+    pub fn check_storable(&self) -> Result<(), crate::StoreError> {
+        refuse_nul(
+            "client",
+            [("client_id", self.client_id.as_str()), ("application_id", self.application_id.as_str())]
+                .into_iter()
+                .chain(self.redirect_uris.iter().map(|uri| ("redirect_uris", uri.as_str()))),
+        )
+    }
+}
+
+impl Application {
+    pub fn check_storable(&self) -> Result<(), crate::StoreError> {
+        refuse_nul(
+            "application",
+            [("id", self.id.as_str()), ("name", self.name.as_str())]
+                .into_iter()
+                .chain(self.scopes.iter().map(|scope| ("scopes", scope.as_str()))),
+        )
+    }
+}

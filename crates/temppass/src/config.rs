@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use serde::Deserialize;
 use temppass_core::{DailyReset, DurationMs, MvpdId, Rule, RuleKind, ServiceProviderId};
+use temppass_http::listener::ConnectionLimits;
 use temppass_http::settings::{Limits, RegularMvpd, ServiceProvider, Settings, TempPassMvpd};
 
 /// The configuration built into the binary, so `temppass serve` works from any directory.
@@ -37,11 +38,29 @@ struct Server {
     #[serde(default = "default_listen")]
     listen: String,
     public_url: Option<String>,
+    /// The limits on connections (docs/exposure.md); `None` keeps the default.
+    max_connections: Option<i64>,
+    header_read_timeout: Option<String>,
+    keep_alive_timeout: Option<String>,
+    body_timeout: Option<String>,
+    shutdown_grace: Option<String>,
+    max_headers: Option<i64>,
+    max_head_bytes: Option<i64>,
 }
 
 impl Default for Server {
     fn default() -> Self {
-        Self { listen: default_listen(), public_url: None }
+        Self {
+            listen: default_listen(),
+            public_url: None,
+            max_connections: None,
+            header_read_timeout: None,
+            keep_alive_timeout: None,
+            body_timeout: None,
+            shutdown_grace: None,
+            max_headers: None,
+            max_head_bytes: None,
+        }
     }
 }
 
@@ -59,12 +78,24 @@ struct Storage {
     /// PostgreSQL only: connections per server.
     #[serde(default = "default_pool_size")]
     pool_size: i64,
+    /// Writes waiting for the backend's writer at most; past it a write is refused at once.
+    #[serde(default = "default_max_queued_writes")]
+    max_queued_writes: i64,
 }
 
 impl Default for Storage {
     fn default() -> Self {
-        Self { url: default_storage_url(), timeout: default_store_timeout(), pool_size: default_pool_size() }
+        Self {
+            url: default_storage_url(),
+            timeout: default_store_timeout(),
+            pool_size: default_pool_size(),
+            max_queued_writes: default_max_queued_writes(),
+        }
     }
+}
+
+fn default_max_queued_writes() -> i64 {
+    4096
 }
 
 fn default_pool_size() -> i64 {
@@ -144,12 +175,22 @@ struct LimitsSection {
     body_bytes: usize,
     #[serde(default = "default_request_timeout")]
     request_timeout: String,
+    #[serde(default = "default_body_resources")]
+    body_resources: i64,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
-        Self { body_bytes: default_body_bytes(), request_timeout: default_request_timeout() }
+        Self {
+            body_bytes: default_body_bytes(),
+            request_timeout: default_request_timeout(),
+            body_resources: default_body_resources(),
+        }
     }
+}
+
+fn default_body_resources() -> i64 {
+    50
 }
 
 fn default_body_bytes() -> usize {
@@ -264,8 +305,11 @@ pub struct Config {
     pub storage: StorageUrl,
     /// PostgreSQL only: the connection pool's size, per server.
     pub storage_pool_size: usize,
+    /// Writes queued for the backend's writer at most (both backends).
+    pub storage_max_queued_writes: usize,
     pub demo_enabled: bool,
     pub settings: Settings,
+    pub connections: ConnectionLimits,
 }
 
 /// Reads `path` (or the bundled example), applies the environment, validates.
@@ -326,7 +370,7 @@ fn validate(file: File) -> anyhow::Result<Config> {
         file.server.listen.parse().map_err(|_| {
             anyhow!("server.listen: {:?} is not an address such as \"127.0.0.1:8080\"", file.server.listen)
         })?;
-    let public_url = file.server.public_url.unwrap_or_else(|| format!("http://{listen}"));
+    let public_url = file.server.public_url.clone().unwrap_or_else(|| format!("http://{listen}"));
     if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
         bail!("server.public_url: {public_url:?} must start with http:// or https://");
     }
@@ -342,6 +386,17 @@ fn validate(file: File) -> anyhow::Result<Config> {
     let request_timeout = std_duration("limits.request_timeout", &file.limits.request_timeout)?;
     if !(1024..=16 * 1024 * 1024).contains(&file.limits.body_bytes) {
         bail!("limits.body_bytes: {} is outside 1024..=16777216", file.limits.body_bytes);
+    }
+    let body_resources = in_range("limits.body_resources", file.limits.body_resources, 1..=1000)?;
+    let storage_max_queued_writes =
+        in_range("storage.max_queued_writes", file.storage.max_queued_writes, 1..=1_000_000)?;
+    let connections = connection_limits(&file.server, request_timeout)?;
+    let body_timeout =
+        optional_duration("server.body_timeout", file.server.body_timeout.as_deref(), Duration::from_secs(5))?;
+    if body_timeout > request_timeout {
+        bail!(
+            "server.body_timeout: {body_timeout:?} is longer than limits.request_timeout ({request_timeout:?}), which would end the request first"
+        );
     }
     let mut seen_service_providers = HashSet::new();
     let service_providers = file
@@ -360,18 +415,103 @@ fn validate(file: File) -> anyhow::Result<Config> {
         listen,
         storage,
         storage_pool_size,
+        storage_max_queued_writes,
         demo_enabled: file.demo.enabled,
+        connections,
         settings: Settings {
             public_url,
             media_token_ttl,
             access_token_ttl,
-            limits: Limits { body_bytes: file.limits.body_bytes, store_timeout, request_timeout, ..Limits::default() },
+            limits: Limits {
+                body_bytes: file.limits.body_bytes,
+                body_timeout,
+                store_timeout,
+                request_timeout,
+                body_resources,
+                ..Limits::default()
+            },
             service_providers,
             allow_loopback_origins: listen.ip().is_loopback(),
             access_grant_cache_ttl,
             demo: None,
         },
     })
+}
+
+fn in_range(field: &str, value: i64, range: std::ops::RangeInclusive<usize>) -> anyhow::Result<usize> {
+    usize::try_from(value)
+        .ok()
+        .filter(|value| range.contains(value))
+        .ok_or_else(|| anyhow!("{field}: {value} is outside {}..={}", range.start(), range.end()))
+}
+
+fn optional_duration(field: &str, text: Option<&str>, default: Duration) -> anyhow::Result<Duration> {
+    text.map_or(Ok(default), |text| std_duration(field, text))
+}
+
+/// The `[server]` limits on connections (docs/exposure.md).
+fn connection_limits(server: &Server, request_timeout: Duration) -> anyhow::Result<ConnectionLimits> {
+    let default = ConnectionLimits::default();
+    let header_read_timeout = optional_duration(
+        "server.header_read_timeout",
+        server.header_read_timeout.as_deref(),
+        default.header_read_timeout,
+    )?;
+    let keep_alive_timeout = optional_duration(
+        "server.keep_alive_timeout",
+        server.keep_alive_timeout.as_deref(),
+        default.keep_alive_timeout,
+    )?;
+    let shutdown_grace =
+        optional_duration("server.shutdown_grace", server.shutdown_grace.as_deref(), default.shutdown_grace)?;
+    let count = |field: &str, value: Option<i64>, default: usize, range| {
+        value.map_or(Ok(default), |v| in_range(field, v, range))
+    };
+    Ok(ConnectionLimits {
+        max_connections: count(
+            "server.max_connections",
+            server.max_connections,
+            default.max_connections,
+            1..=1_000_000,
+        )?,
+        header_read_timeout,
+        keep_alive_timeout,
+        // A request in flight ends by then, so a connection still open is not reading its answer.
+        close_after: request_timeout,
+        max_headers: count("server.max_headers", server.max_headers, default.max_headers, 8..=1000)?,
+        max_head_bytes: count(
+            "server.max_head_bytes",
+            server.max_head_bytes,
+            default.max_head_bytes,
+            8192..=1024 * 1024,
+        )?,
+        shutdown_grace,
+    })
+}
+
+/// A browser origin's host, as `domains` lists it: a host name with at least
+/// one dot, or `localhost` — never a URL, a port or a bare top-level domain,
+/// which would let every site of that domain call the API (CORS matches
+/// subdomains too).
+fn domain(field: &str, raw: &str) -> anyhow::Result<String> {
+    let domain = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    if raw.contains("://") || domain.contains(['/', ':', '?', '#', '@']) {
+        bail!("{field}: {raw:?} must be a host name such as \"example.com\", without a scheme, port or path");
+    }
+    let labels_ok = domain.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    });
+    if !labels_ok || domain.len() > 253 {
+        bail!("{field}: {raw:?} is not a host name (letters, digits and '-' in dot-separated labels)");
+    }
+    if domain != "localhost" && !domain.contains('.') {
+        bail!("{field}: {raw:?} is a top-level domain; name the site, e.g. \"example.{domain}\"");
+    }
+    Ok(domain)
 }
 
 fn storage_url(url: &str) -> anyhow::Result<StorageUrl> {
@@ -426,10 +566,16 @@ fn service_provider(index: usize, section: ServiceProviderSection) -> anyhow::Re
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let domains = section
+        .domains
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| domain(&format!("{at}.domains[{i}]"), raw))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(ServiceProvider {
         name: section.name.unwrap_or_else(|| id.to_string()),
         id,
-        domains: section.domains,
+        domains,
         regular_mvpds,
         temppass_mvpds,
     })

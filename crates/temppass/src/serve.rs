@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use temppass_http::AppState;
 use temppass_http::clock::SystemClock;
+use temppass_http::listener::ConnectionLimits;
 use temppass_store::Store;
 use temppass_store_postgres::{PostgresOptions, PostgresStore};
 use temppass_store_sqlite::{SqliteOptions, SqliteStore};
@@ -44,17 +45,44 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr().context("cannot read the listening address")?;
     let shutdown = shutdown_signal()?;
+    let connections = fit_descriptors(config.connections);
     tracing::info!(%address, public_url = %config.settings.public_url, "temppass is listening");
     println!("temppass listening on http://{address}");
     if config.demo_enabled {
         tracing::info!("demo pages: http://{address}/demo/");
     }
-    axum::serve(listener, temppass_http::app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the server failed")?;
-    tracing::info!("temppass stopped");
+    let report = temppass_http::listener::serve(listener, temppass_http::app(state), connections, shutdown).await;
+    tracing::info!(?report, "temppass stopped");
     Ok(())
+}
+
+/// Descriptors kept for the store, the log and the listener, beyond one per connection.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// Raises the soft limit on open descriptors to the hard one (systemd's
+/// default soft limit, 1,024, is a few hundred idle sockets), says what it
+/// got, and lowers `max_connections` to fit in it: a server out of
+/// descriptors can accept nothing, not even `/health`.
+fn fit_descriptors(mut limits: ConnectionLimits) -> ConnectionLimits {
+    let descriptors = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(descriptors) => descriptors,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the limit on open descriptors");
+            return limits;
+        }
+    };
+    let fits = usize::try_from(descriptors.saturating_sub(RESERVED_DESCRIPTORS).max(16)).unwrap_or(usize::MAX);
+    if limits.max_connections > fits {
+        tracing::warn!(
+            descriptors,
+            configured = limits.max_connections,
+            lowered_to = fits,
+            "server.max_connections does not fit in the descriptors this process may open; raise `ulimit -n` (LimitNOFILE=) to keep it"
+        );
+        limits.max_connections = fits;
+    }
+    tracing::info!(descriptors, max_connections = limits.max_connections, "open descriptors allowed");
+    limits
 }
 
 /// Rows one reclaiming step may touch: a few milliseconds of the writer at most.
@@ -92,7 +120,12 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let timeout = config.settings.limits.store_timeout;
     match &config.storage {
         StorageUrl::Sqlite(path) => {
-            let store = SqliteStore::open(path, SqliteOptions { busy_timeout: timeout, ..SqliteOptions::default() })
+            let options = SqliteOptions {
+                busy_timeout: timeout,
+                max_queued_writes: config.storage_max_queued_writes,
+                ..SqliteOptions::default()
+            };
+            let store = SqliteStore::open(path, options)
                 .with_context(|| format!("cannot open the SQLite store {}", path.display()))?;
             Ok(Arc::new(store))
         }
@@ -101,6 +134,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                 pool_size: config.storage_pool_size,
                 connect_timeout: timeout,
                 operation_timeout: timeout,
+                max_queued_writes: config.storage_max_queued_writes,
             };
             let store = PostgresStore::connect(url.expose(), options).await.with_context(|| {
                 format!(
@@ -126,6 +160,6 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-        tracing::info!("shutting down: finishing in-flight requests");
+        tracing::info!("shutting down: finishing the requests in flight");
     })
 }

@@ -25,6 +25,7 @@ fn test_options() -> PostgresOptions {
         pool_size: 8,
         connect_timeout: Duration::from_secs(5),
         operation_timeout: Duration::from_secs(10),
+        ..PostgresOptions::default()
     }
 }
 

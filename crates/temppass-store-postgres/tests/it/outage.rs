@@ -22,6 +22,7 @@ fn short_timeouts() -> PostgresOptions {
         pool_size: 4,
         connect_timeout: Duration::from_millis(500),
         operation_timeout: Duration::from_millis(500),
+        ..PostgresOptions::default()
     }
 }
 
