@@ -62,7 +62,7 @@ impl Default for ConnectionLimits {
         Self {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
-            keep_alive_timeout: Duration::from_secs(20),
+            keep_alive_timeout: Duration::from_secs(5),
             close_after: Duration::from_secs(10),
             max_headers: 64,
             max_head_bytes: 16 * 1024,

@@ -8,6 +8,7 @@ mod dcr;
 mod decisions;
 mod demo;
 mod errors;
+mod hostile;
 mod reset;
 mod support;
 mod tokens;
