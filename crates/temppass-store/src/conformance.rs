@@ -84,6 +84,7 @@ macro_rules! conformance_tests {
             reclaiming_after_a_reset_all_removes_superseded_bindings_and_their_trials_only,
             reclaiming_removes_expired_sessions_and_access_tokens_only,
             reclaiming_removes_clients_idle_for_thirty_days_that_hold_no_token,
+            text_with_a_nul_is_refused_and_looked_up_as_absent_by_every_backend_alike,
         );
     };
 }
@@ -1184,6 +1185,60 @@ pub async fn sessions_are_created_found_and_updated_and_their_codes_are_unique(s
     let deviceless = Session { code: "WXYZ6789".into(), device: None, ..session };
     store.create_session(&deviceless).await.unwrap_or_else(|e| panic!("create_session failed: {e}"));
     assert_eq!(find_session("WXYZ6789").await, Some(deviceless), "a session without a device does not round-trip");
+}
+
+// --- bytes a backend cannot hold -------------------------------------------
+
+/// PostgreSQL refuses NUL in `text`; SQLite would store it. Every backend
+/// answers alike: such a write is refused with `InvalidValue` and writes
+/// nothing, and a lookup by such a key finds nothing (not an error).
+pub async fn text_with_a_nul_is_refused_and_looked_up_as_absent_by_every_backend_alike(store: Arc<dyn Store>) {
+    let store = &*store;
+    let demo = application("app-1", "demo", T0_MS);
+    create_application(store, &demo).await;
+    let invalid = |result: Result<(), StoreError>, what: &str| match result {
+        Err(StoreError::InvalidValue(_)) => {}
+        other => panic!("{what}: expected StoreError::InvalidValue, got {other:?}"),
+    };
+
+    invalid(store.create_application(&application("app-2", "de\0mo", T0_MS)).await, "an application name with NUL");
+    let client = Client {
+        client_id: "client-1".into(),
+        secret_hash: "hash".into(),
+        application_id: demo.id.clone(),
+        redirect_uris: vec!["https://example.com/a\0b".into()],
+        issued_at: at(T0_MS),
+    };
+    invalid(store.create_client(&client).await, "a redirect URI with NUL");
+    let session = Session {
+        code: "ABCD2345".into(),
+        service_provider: service_provider("REF30"),
+        device: None,
+        mvpd: None,
+        domain_name: Some("exa\0mple.com".into()),
+        redirect_url: None,
+        created_at: at(T0_MS),
+        expires_at: at(T0_MS + 30 * MINUTE_MS),
+    };
+    invalid(store.create_session(&session).await, "a session domain name with NUL");
+    let stored = Session { domain_name: None, ..session.clone() };
+    store.create_session(&stored).await.unwrap_or_else(|e| panic!("create_session failed: {e}"));
+    invalid(store.update_session(&session).await, "an update with a NUL domain name");
+
+    let absent = |what: &str, found: Result<bool, StoreError>| match found {
+        Ok(false) => {}
+        other => panic!("{what}: expected nothing found, got {other:?}"),
+    };
+    absent("find_client", store.find_client("client-1").await.map(|c| c.is_some()));
+    absent("find_client with NUL", store.find_client("client\0").await.map(|c| c.is_some()));
+    absent("find_session with NUL", store.find_session("ABCD\u{0}345").await.map(|s| s.is_some()));
+    absent("find_application with NUL", store.find_application("app\0").await.map(|a| a.is_some()));
+    absent("find_access_grant with NUL", store.find_access_grant("h\0").await.map(|g| g.is_some()));
+    absent("find_api_key with NUL", store.find_api_key("k\0").await.map(|k| k.is_some()));
+    absent("revoke_application with NUL", store.revoke_application("de\0mo", at(T0_MS)).await);
+    absent("revoke_api_key with NUL", store.revoke_api_key("k\0", at(T0_MS)).await);
+    let kept = store.find_session("ABCD2345").await.unwrap_or_else(|e| panic!("find_session failed: {e}"));
+    assert_eq!(kept, Some(stored), "a refused update changed the session");
 }
 
 // --- signing keys (SPEC.md §8, §9) ----------------------------------------

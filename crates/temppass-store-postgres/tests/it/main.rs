@@ -98,3 +98,38 @@ async fn a_device_another_server_bound_after_this_one_connected_continues_its_tr
     assert_eq!(again.trial, trial, "a key this server's filter did not know started a second trial");
     assert!(here.bound_keys().may_all_be_bound(lookup(&scope, &device)), "the write path did not teach the filter");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn past_the_write_queue_bound_first_uses_are_refused_busy_and_every_permit_is_stored() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let options = PostgresOptions { max_queued_writes: 4, ..test_options() };
+    let store = PostgresStore::connect(database.url(), options).await;
+    let store = store.unwrap_or_else(|e| panic!("cannot open the PostgreSQL store: {e}"));
+    bound_keys_loaded(store.bound_keys()).await;
+    let (scope, now) = (scope("REF30", "TempPass"), Timestamp::from_millis(1_700_000_000_000));
+    let devices: Vec<DeviceId> = (0..400).map(|n| device(&format!("device-{n}"))).collect();
+
+    let answers =
+        futures_util::future::join_all(
+            devices.iter().map(|device| {
+                let (store, scope) = (&store, &scope);
+                async move {
+                    (device, store.authorize(lookup(scope, device), &basic_rule("4h"), &resource("res-1"), now).await)
+                }
+            }),
+        )
+        .await;
+
+    let busy = answers.iter().filter(|(_, answer)| matches!(answer, Err(temppass_store::StoreError::Busy(_)))).count();
+    let permitted: Vec<&DeviceId> = answers
+        .iter()
+        .filter(|(_, answer)| answer.as_ref().is_ok_and(|a| a.decision.is_ok()))
+        .map(|(d, _)| *d)
+        .collect();
+    assert!(busy > 0, "400 writes at once never met a queue of 4");
+    assert_eq!(busy + permitted.len(), devices.len(), "an answer was neither a permit nor busy: {answers:?}");
+    for device in permitted {
+        let found = store.find_trial(lookup(&scope, device)).await.unwrap_or_else(|e| panic!("find_trial: {e}"));
+        assert!(found.is_some(), "a permit of {device} is not in the store");
+    }
+}
