@@ -11,6 +11,14 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// jemalloc, with its background threads, gives freed memory back to the
+/// system within about a second (`.cargo/config.toml` sets the decay), even
+/// when the server is idle: with glibc's allocator (and with mimalloc, tried)
+/// the buffers of thousands of connections that had closed stayed resident
+/// for good (docs/exposure.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "temppass", version, about = "A self-hostable TempPass server (Adobe Pass REST API V2 compatible)")]
 struct Cli {

@@ -2,6 +2,7 @@
 //! (and a real PostgreSQL database when `TEMPPASS_TEST_POSTGRES_URL` is set).
 
 mod cli;
+mod exposure;
 mod faults;
 mod postgres;
 mod restart;

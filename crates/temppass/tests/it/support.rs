@@ -26,6 +26,11 @@ impl Sandbox {
     /// `storage_url` (a SQLite file in the sandbox when `None`). Besides the
     /// basic rules, REF30 has a promotional `flexibleTempPass` rule with 2 slots.
     pub fn with_storage(ttl: &str, storage_url: Option<&str>) -> Self {
+        Self::with_server_keys(ttl, storage_url, "")
+    }
+
+    /// As [`Sandbox::with_storage`], with more `[server]` keys (TOML lines).
+    pub fn with_server_keys(ttl: &str, storage_url: Option<&str>, server_keys: &str) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let storage_url = storage_url
             .map_or_else(|| format!("sqlite://{}", dir.path().join("data/temppass.db").display()), str::to_owned);
@@ -34,6 +39,7 @@ impl Sandbox {
 [server]
 listen = "127.0.0.1:0"
 public_url = "http://temppass.test"
+{server_keys}
 
 [storage]
 url = "{storage_url}"
