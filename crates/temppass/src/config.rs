@@ -749,4 +749,61 @@ ttl = "10m"
             assert!(error_of(&format!("[storage]\npool_size = {size}")).contains("storage.pool_size"), "{size}");
         }
     }
+
+    fn with_domains(domains: &str) -> String {
+        format!("[[service_providers]]\nid = \"REF30\"\ndomains = {domains}\n")
+    }
+
+    #[test]
+    fn a_domain_must_be_a_host_name_with_a_dot_or_localhost() {
+        for good in [r#"["example.com"]"#, r#"["Shop.Example.org."]"#, r#"["localhost"]"#] {
+            assert!(parse(&with_domains(good), []).is_ok(), "{good}");
+        }
+        let config = parse(&with_domains(r#"["Shop.Example.org."]"#), []).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(config.settings.service_providers[0].domains, ["shop.example.org"]);
+        for bad in [
+            r#"["com"]"#,
+            r#"["https://shop.example.org/"]"#,
+            r#"["shop.example.org:8443"]"#,
+            r#"["shop.example.org/path"]"#,
+            r#"["*.example.org"]"#,
+            r#"["exa mple.org"]"#,
+            r#"[""]"#,
+        ] {
+            let error = error_of(&with_domains(bad));
+            assert!(error.contains("service_providers[0].domains[0]"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_are_validated_by_name() {
+        let config = parse(ONE_RULE, []).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(config.connections.max_connections, 10_000);
+        assert_eq!(config.connections.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.connections.keep_alive_timeout, Duration::from_secs(5));
+        assert_eq!(config.connections.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.settings.limits.body_timeout, Duration::from_secs(5));
+        assert_eq!(config.settings.limits.body_resources, 50);
+        assert_eq!(config.storage_max_queued_writes, 4096);
+        let set = parse(
+            &format!("[server]\nmax_connections = 20\nshutdown_grace = \"2s\"\nbody_timeout = \"1s\"\n{ONE_RULE}"),
+            [("TEMPPASS_SERVER__KEEP_ALIVE_TIMEOUT".to_owned(), "30s".to_owned())],
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(set.connections.max_connections, 20);
+        assert_eq!(set.connections.keep_alive_timeout, Duration::from_secs(30));
+        assert_eq!(set.connections.shutdown_grace, Duration::from_secs(2));
+        assert_eq!(set.settings.limits.body_timeout, Duration::from_secs(1));
+        for (text, field) in [
+            ("[server]\nmax_connections = 0", "server.max_connections"),
+            ("[server]\nheader_read_timeout = \"0s\"", "server.header_read_timeout"),
+            ("[server]\nkeep_alive_timeout = \"soon\"", "server.keep_alive_timeout"),
+            ("[server]\nbody_timeout = \"11s\"", "server.body_timeout"),
+            ("[server]\nmax_head_bytes = 100", "server.max_head_bytes"),
+            ("[limits]\nbody_resources = 0", "limits.body_resources"),
+            ("[storage]\nmax_queued_writes = -1", "storage.max_queued_writes"),
+        ] {
+            assert!(error_of(text).contains(field), "{text}: {}", error_of(text));
+        }
+    }
 }
