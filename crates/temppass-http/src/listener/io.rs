@@ -146,7 +146,8 @@ fn error_answer(status: StatusCode, log_reason: &str) -> Vec<u8> {
 /// Answers a connection over `server.max_connections` with a 503 and closes
 /// it, without reading its request: as much as the socket takes at once.
 pub(super) fn refuse_busy(stream: &TcpStream) {
-    let _ = stream.try_write(&error_answer(StatusCode::SERVICE_UNAVAILABLE, "refused a connection at the cap"));
+    let (status, _) = ErrorCode::ServiceUnavailable.status_and_action();
+    let _ = stream.try_write(&error_answer(status, "refused a connection at the cap"));
 }
 
 #[cfg(test)]

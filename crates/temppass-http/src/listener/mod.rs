@@ -64,7 +64,7 @@ impl Default for ConnectionLimits {
             header_read_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(5),
             close_after: Duration::from_secs(10),
-            max_headers: 64,
+            max_headers: 100,
             max_head_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(10),
         }
