@@ -49,13 +49,15 @@ def session_times_are_numbers(schemas):
 
 def decisions_name_at_least_one_resource(schemas):
     """Request side only: Adobe's file makes `resources` optional and allows an
-    empty list; SPEC.md §4 answers both with 400 invalid_parameter_resources.
+    empty list (or any length); SPEC.md §4 answers a missing or empty list, and
+    one of more than 50 resources, with 400 invalid_parameter_resources.
     Saying so lets Schemathesis send valid decisions (the happy path) as
     positive cases and the rest as negative ones; no response check changes."""
     request = schemas["retrieveAuthorizeDecisionsForMvpdUsingPOST_request"]
     expect(request.get("required"), None, "retrieveAuthorizeDecisionsForMvpdUsingPOST_request.required")
     request["required"] = ["resources"]
     request["properties"]["resources"]["minItems"] = 1
+    request["properties"]["resources"]["maxItems"] = 50
 
 
 PATCHES = {
