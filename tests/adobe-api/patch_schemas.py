@@ -3,8 +3,8 @@
 Usage: python3 patch_schemas.py SOURCE_DIR OUT_DIR
 
 Adobe's files are never edited in place: each run writes patched copies to
-OUT_DIR. Every change below is one field where SPEC.md (the contract) and
-Adobe's file disagree, and docs/adobe-api.md says why, under the same name.
+OUT_DIR. Every change below is one field where temppass's contract
+(docs/reference.md) and Adobe's file disagree, and docs/adobe-api.md says why, under the same name.
 Each patch checks that the field still looks the way it did when the patch was
 written, so a new version of Adobe's file cannot silently lose or change it.
 """
@@ -21,7 +21,7 @@ def expect(actual, expected, what):
 
 def error_message_is_a_string(schemas):
     """ErrorInformation.message: Adobe's file says an empty object (`Message`);
-    Adobe's API and SPEC.md §5 send a string."""
+    Adobe's API and temppass (docs/reference.md §4) send a string."""
     expect(schemas["Message"], {"type": "object"}, "Message")
     expect(schemas["ErrorInformation"]["properties"]["message"], {"$ref": "#/components/schemas/Message"}, "ErrorInformation.message")
     schemas["ErrorInformation"]["properties"]["message"] = {"type": "string"}
@@ -29,7 +29,7 @@ def error_message_is_a_string(schemas):
 
 def profile_attribute_values_are_any_json(schemas):
     """UserMetadataResponse.value: Adobe's file says an object; a profile's
-    attributes carry numbers, arrays and strings (SPEC.md §3: expiration_date,
+    attributes carry numbers, arrays and strings (docs/reference.md §2: expiration_date,
     remaining_resources, used_assets, userID), as Adobe's own profiles do."""
     value = schemas["UserMetadataResponse"]["properties"]["value"]
     expect(value, {"type": "object", "properties": {}}, "UserMetadataResponse.value")
@@ -38,7 +38,8 @@ def profile_attribute_values_are_any_json(schemas):
 
 def session_times_are_numbers(schemas):
     """SessionResponse / SessionStatusResponse notBefore and notAfter: Adobe's
-    file says strings; SPEC.md §3 says epoch milliseconds (numbers)."""
+    file says strings; temppass sends epoch milliseconds, numbers
+    (docs/reference.md §2)."""
     for name in ("SessionResponse", "SessionStatusResponse"):
         for field in ("notBefore", "notAfter"):
             prop = schemas[name]["properties"][field]
@@ -49,7 +50,7 @@ def session_times_are_numbers(schemas):
 
 def decisions_name_at_least_one_resource(schemas):
     """Request side only: Adobe's file makes `resources` optional and allows an
-    empty list (or any length); SPEC.md §4 answers a missing or empty list, and
+    empty list (or any length); temppass answers a missing or empty list, and
     one of more than 50 resources, with 400 invalid_parameter_resources.
     Saying so lets Schemathesis send valid decisions (the happy path) as
     positive cases and the rest as negative ones; no response check changes."""
