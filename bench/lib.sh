@@ -31,6 +31,12 @@ print(main + sep + query)
 PY
 }
 
+# `--init` when this temppass's `app create` has it (it then refuses to make a
+# store that does not exist yet without it), else nothing.
+app_create_init() { # bin
+  if "$1" app create --help 2>/dev/null | grep -q -- '--init'; then echo --init; fi
+}
+
 b64() { printf '%s' "$1" | base64 -w0; }
 
 json_field() { # field < json
