@@ -515,6 +515,13 @@ impl Store for PostgresStore {
         self.within_deadline(async { records::find_application(&mut self.conn().await?, id).await }).await
     }
 
+    async fn find_active_application(&self, name: &str) -> Result<Option<Application>, StoreError> {
+        if temppass_store::holds_nul(name) {
+            return Ok(None);
+        }
+        self.within_deadline(async { records::find_active_application(&mut self.conn().await?, name).await }).await
+    }
+
     async fn revoke_application(&self, name: &str, now: Timestamp) -> Result<bool, StoreError> {
         if temppass_store::holds_nul(name) {
             return Ok(false);

@@ -69,6 +69,12 @@ pub(crate) async fn find_application(conn: &mut Conn, id: &str) -> Result<Option
     rows.first().map(|row| application(row, 0)).transpose()
 }
 
+pub(crate) async fn find_active_application(conn: &mut Conn, name: &str) -> Result<Option<Application>, StoreError> {
+    let sql = format!("SELECT {APPLICATION_COLUMNS} FROM applications a WHERE a.name = $1 AND a.revoked_at_ms IS NULL");
+    let rows = conn.query(&sql, &[&name]).await?;
+    rows.first().map(|row| application(row, 0)).transpose()
+}
+
 pub(crate) async fn revoke_application(conn: &mut Conn, name: &str, now: Timestamp) -> Result<bool, StoreError> {
     let rows = conn
         .query(

@@ -227,6 +227,10 @@ impl Store for SqliteStore {
         self.read(|conn| records::find_application(conn, id))
     }
 
+    async fn find_active_application(&self, name: &str) -> Result<Option<Application>, StoreError> {
+        self.read(|conn| records::find_active_application(conn, name))
+    }
+
     async fn revoke_application(&self, name: &str, now: Timestamp) -> Result<bool, StoreError> {
         let name = name.to_owned();
         self.write(move |tx| records::revoke_application(tx, &name, now)).await

@@ -66,6 +66,14 @@ pub(crate) fn find_application(conn: &Connection, id: &str) -> rusqlite::Result<
         .optional()
 }
 
+pub(crate) fn find_active_application(conn: &Connection, name: &str) -> rusqlite::Result<Option<Application>> {
+    conn.prepare_cached(&format!(
+        "SELECT {APPLICATION_COLUMNS} FROM applications a WHERE a.name = ?1 AND a.revoked_at_ms IS NULL"
+    ))?
+    .query_row(params![name], |row| application(row, 0))
+    .optional()
+}
+
 pub(crate) fn revoke_application(conn: &Connection, name: &str, now: Timestamp) -> Result<bool, StoreError> {
     let changed = conn
         .prepare_cached("UPDATE applications SET revoked_at_ms = ?2 WHERE name = ?1 AND revoked_at_ms IS NULL")

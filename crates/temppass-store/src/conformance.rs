@@ -154,6 +154,10 @@ impl<G: Send + Sync + 'static> Store for StoreWithGuard<G> {
         self.store.find_application(id).await
     }
 
+    async fn find_active_application(&self, name: &str) -> Result<Option<Application>, StoreError> {
+        self.store.find_active_application(name).await
+    }
+
     async fn revoke_application(&self, name: &str, now: Timestamp) -> Result<bool, StoreError> {
         self.store.revoke_application(name, now).await
     }
@@ -1036,8 +1040,17 @@ pub async fn applications_are_created_found_and_revoked_by_name(store: Arc<dyn S
     let same_id = application("app-1", "another-name", T0_MS + 1);
     assert_conflict(store.create_application(&same_id).await, "a second application with id app-1");
     assert_eq!(find_application(store, "app-1").await, Some(demo.clone()), "a refused application overwrote one");
+    let by_name = |name: &'static str| async move {
+        store
+            .find_active_application(name)
+            .await
+            .unwrap_or_else(|e| panic!("find_active_application({name:?}) failed: {e}"))
+    };
+    assert_eq!(by_name("demo").await, Some(demo.clone()), "the application is not found by its name");
+    assert_eq!(by_name("another-name").await, None);
 
     assert!(revoke_application(store, "demo", T0_MS + DAY_MS).await, "revoking demo answered false");
+    assert_eq!(by_name("demo").await, None, "a revoked application is found by its name");
     assert!(!revoke_application(store, "demo", T0_MS + 2 * DAY_MS).await, "revoking demo twice answered true");
     assert!(!revoke_application(store, "unknown", T0_MS).await, "revoking an unknown application answered true");
     let revoked = Application { revoked_at: Some(at(T0_MS + DAY_MS)), ..demo };

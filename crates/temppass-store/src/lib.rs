@@ -130,6 +130,8 @@ pub trait Store: Send + Sync + 'static {
     /// Fails with [`StoreError::Conflict`] when an application of that name exists.
     async fn create_application(&self, application: &Application) -> Result<(), StoreError>;
     async fn find_application(&self, id: &str) -> Result<Option<Application>, StoreError>;
+    /// The application of that name that is not revoked (names are unique among those).
+    async fn find_active_application(&self, name: &str) -> Result<Option<Application>, StoreError>;
     /// Marks the application of that name revoked; `false` when there is none (or it already was).
     async fn revoke_application(&self, name: &str, now: Timestamp) -> Result<bool, StoreError>;
 

@@ -1,38 +1,70 @@
-//! Admin commands: applications and signing keys, straight against the store.
+//! Admin commands: applications, signing keys and legacy API keys, straight
+//! against the store. Each says on stderr which configuration and store it
+//! uses, refuses to create a SQLite store unless given `--init`, and prints
+//! its result alone on stdout (`output.rs`).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use temppass_core::ServiceProviderId;
 use temppass_http::auth::{SCOPES, secret_hash};
 use temppass_http::clock::{Clock, SystemClock};
-use temppass_store::{ApiKey, Application, StoredSigningKey};
+use temppass_store::{ApiKey, Application, Store, StoreError, StoredSigningKey};
 use temppass_token::SigningKey;
 
-use crate::serve::open_store;
-use temppass::config;
+use crate::output::{announce, note, result};
+use crate::serve::{Create, open_store};
+use temppass::config::{self, Config};
+
+/// Where an admin command works: `--config` and `--init`.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub config: Option<&'a Path>,
+    pub init: bool,
+}
+
+async fn open(target: Target<'_>) -> anyhow::Result<(Config, Arc<dyn Store>)> {
+    let config = config::load(target.config, std::env::vars())?;
+    announce(&config);
+    let create = if target.init { Create::IfMissing } else { Create::OnlyExisting };
+    let store = open_store(&config, create).await?;
+    Ok((config, store))
+}
 
 /// Splits values given as `--scope a b` or `--scope "a b"` or `--scope a,b`.
 fn values(raw: &[String]) -> Vec<String> {
     raw.iter().flat_map(|v| v.split([',', ' '])).filter(|v| !v.is_empty()).map(str::to_owned).collect()
 }
 
+fn service_provider(config: &Config, raw: &str) -> anyhow::Result<ServiceProviderId> {
+    let id = ServiceProviderId::parse(raw).with_context(|| format!("--service-provider {raw:?}"))?;
+    if !config.settings.service_providers.iter().any(|sp| sp.id == id) {
+        bail!("--service-provider: {id} is not configured; configured: {}", configured(config));
+    }
+    Ok(id)
+}
+
+fn configured(config: &Config) -> String {
+    config.settings.service_providers.iter().map(|sp| sp.id.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// Creates the application, or — when one of that name exists with the same
+/// service providers and scopes — leaves it as it is, so running the command
+/// again is safe. Either way prints a software statement for it.
 pub async fn create_app(
-    config_path: Option<&Path>,
+    target: Target<'_>,
     name: &str,
     service_providers: &[String],
     scopes: &[String],
 ) -> anyhow::Result<()> {
-    let config = config::load(config_path, std::env::vars())?;
     if name.trim().is_empty() || name.len() > 200 {
         bail!("--name: give a name of 1 to 200 characters");
     }
+    let config = config::load(target.config, std::env::vars())?;
     let mut bound = Vec::new();
     for raw in values(service_providers) {
-        let id = ServiceProviderId::parse(&raw).with_context(|| format!("--service-provider {raw:?}"))?;
-        if !config.settings.service_providers.iter().any(|sp| sp.id == id) {
-            bail!("--service-provider: {id} is not configured; configured: {}", configured(&config));
-        }
+        let id = service_provider(&config, &raw)?;
         if !bound.contains(&id) {
             bound.push(id);
         }
@@ -46,10 +78,9 @@ pub async fn create_app(
             granted.push(scope);
         }
     }
-    let store = open_store(&config).await?;
+    let (config, store) = open(target).await?;
     let now = SystemClock.now();
-    let keys = temppass_http::load_or_create_keys(store.as_ref(), now).await.context("cannot load the signing keys")?;
-    let application = Application {
+    let wanted = Application {
         id: uuid::Uuid::new_v4().to_string(),
         name: name.to_owned(),
         service_providers: bound,
@@ -57,47 +88,92 @@ pub async fn create_app(
         created_at: now,
         revoked_at: None,
     };
-    store.create_application(&application).await.with_context(|| format!("cannot create application {name:?}"))?;
+    let application = match existing_app(store.as_ref(), name).await? {
+        Some(existing) => same_grants(existing, &wanted)?,
+        None => match store.create_application(&wanted).await {
+            Ok(()) => {
+                note(&format!("application {name:?} created (id {})", wanted.id));
+                wanted
+            }
+            // Created by another command meanwhile: as if it had been there.
+            Err(StoreError::Conflict(_)) => match existing_app(store.as_ref(), name).await? {
+                Some(existing) => same_grants(existing, &wanted)?,
+                None => bail!("cannot create application {name:?}: its name is taken"),
+            },
+            Err(error) => return Err(error).with_context(|| format!("cannot create application {name:?}")),
+        },
+    };
+    print_statement(&config, store.as_ref(), &application).await
+}
+
+async fn existing_app(store: &dyn Store, name: &str) -> anyhow::Result<Option<Application>> {
+    store.find_active_application(name).await.with_context(|| format!("cannot look up application {name:?}"))
+}
+
+fn same_grants(existing: Application, wanted: &Application) -> anyhow::Result<Application> {
+    let sorted = |values: &[String]| {
+        let mut values = values.to_vec();
+        values.sort();
+        values
+    };
+    let ids = |app: &Application| sorted(&app.service_providers.iter().map(|id| id.to_string()).collect::<Vec<_>>());
+    if ids(&existing) != ids(wanted) || sorted(&existing.scopes) != sorted(&wanted.scopes) {
+        bail!(
+            "an application named {:?} exists for service providers {} with scopes {}; revoke it first \
+             (temppass app revoke {:?}) or choose another --name",
+            existing.name,
+            ids(&existing).join(", "),
+            existing.scopes.join(", "),
+            existing.name
+        );
+    }
+    note(&format!("application {:?} exists (id {}); a software statement for it:", existing.name, existing.id));
+    Ok(existing)
+}
+
+async fn print_statement(config: &Config, store: &dyn Store, application: &Application) -> anyhow::Result<()> {
+    let now = SystemClock.now();
+    let keys = temppass_http::load_or_create_keys(store, now).await.context("cannot load the signing keys")?;
     let statement =
-        temppass_http::issue_software_statement(&keys.signing, &config.settings.public_url, &application, now);
-    println!("application {name:?} created (id {})", application.id);
-    println!("software statement:");
-    println!("{statement}");
-    Ok(())
+        temppass_http::issue_software_statement(&keys.signing, &config.settings.public_url, application, now);
+    note(&format!("issuer (server.public_url): {}", config.settings.public_url));
+    result(&statement)
 }
 
-fn configured(config: &config::Config) -> String {
-    config.settings.service_providers.iter().map(|sp| sp.id.to_string()).collect::<Vec<_>>().join(", ")
+/// Prints a new software statement for an application that exists.
+pub async fn app_statement(target: Target<'_>, name: &str) -> anyhow::Result<()> {
+    let (config, store) = open(target).await?;
+    let Some(application) = existing_app(store.as_ref(), name).await? else {
+        bail!("no active application is named {name:?} (temppass app create makes one)");
+    };
+    print_statement(&config, store.as_ref(), &application).await
 }
 
-pub async fn revoke_app(config_path: Option<&Path>, name: &str) -> anyhow::Result<()> {
-    let config = config::load(config_path, std::env::vars())?;
-    let store = open_store(&config).await?;
+pub async fn revoke_app(target: Target<'_>, name: &str) -> anyhow::Result<()> {
+    let (config, store) = open(target).await?;
     if !store.revoke_application(name, SystemClock.now()).await.context("cannot revoke the application")? {
         bail!("no active application is named {name:?}");
     }
-    println!("application {name:?} revoked");
+    let cache = match config.settings.access_grant_cache_ttl {
+        Some(ttl) => format!("within {} ms (tokens.access_token_cache)", ttl.as_millis()),
+        None => "from their next request".to_owned(),
+    };
+    note(&format!("application {name:?} revoked; its access tokens are refused {cache}"));
     Ok(())
 }
 
-pub async fn rotate_key(config_path: Option<&Path>) -> anyhow::Result<()> {
-    let config = config::load(config_path, std::env::vars())?;
-    let store = open_store(&config).await?;
+pub async fn rotate_key(target: Target<'_>) -> anyhow::Result<()> {
+    let (_, store) = open(target).await?;
     let key = SigningKey::generate();
     let stored = StoredSigningKey { kid: key.kid().to_owned(), seed: key.seed(), created_at: SystemClock.now() };
     store.add_signing_key(&stored).await.context("cannot store the new signing key")?;
-    println!("signing key {} added; servers sign with it within 60 s", key.kid());
-    Ok(())
+    note(&format!("signing key {} added; servers sign with it within 60 s", key.kid()));
+    result(key.kid())
 }
 
-pub async fn create_api_key(config_path: Option<&Path>, service_provider: &str) -> anyhow::Result<()> {
-    let config = config::load(config_path, std::env::vars())?;
-    let id = ServiceProviderId::parse(service_provider)
-        .with_context(|| format!("--service-provider {service_provider:?}"))?;
-    if !config.settings.service_providers.iter().any(|sp| sp.id == id) {
-        bail!("--service-provider: {id} is not configured; configured: {}", configured(&config));
-    }
-    let store = open_store(&config).await?;
+pub async fn create_api_key(target: Target<'_>, service_provider_id: &str) -> anyhow::Result<()> {
+    let (config, store) = open(target).await?;
+    let id = service_provider(&config, service_provider_id)?;
     let key = temppass_http::random_secret();
     let record = ApiKey {
         key_hash: secret_hash(&key),
@@ -106,17 +182,15 @@ pub async fn create_api_key(config_path: Option<&Path>, service_provider: &str) 
         revoked_at: None,
     };
     store.create_api_key(&record).await.context("cannot store the API key")?;
-    println!("legacy reset API key for {id} (shown once; only its hash is stored):");
-    println!("{key}");
-    Ok(())
+    note(&format!("legacy reset API key for {id} (shown once; only its hash is stored):"));
+    result(&key)
 }
 
-pub async fn revoke_api_key(config_path: Option<&Path>, key: &str) -> anyhow::Result<()> {
-    let config = config::load(config_path, std::env::vars())?;
-    let store = open_store(&config).await?;
+pub async fn revoke_api_key(target: Target<'_>, key: &str) -> anyhow::Result<()> {
+    let (_, store) = open(target).await?;
     if !store.revoke_api_key(&secret_hash(key.trim()), SystemClock.now()).await.context("cannot revoke the API key")? {
         bail!("no active API key matches");
     }
-    println!("API key revoked");
+    note("API key revoked");
     Ok(())
 }

@@ -301,6 +301,10 @@ impl std::fmt::Debug for PostgresUrl {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Where it was read from: a file's path, or "the bundled example configuration".
+    pub origin: String,
+    /// `server.public_url` was set; else it is `http://<listen>` (the bound address, for port 0).
+    pub public_url_is_set: bool,
     pub listen: SocketAddr,
     pub storage: StorageUrl,
     /// PostgreSQL only: the connection pool's size, per server.
@@ -313,6 +317,10 @@ pub struct Config {
 }
 
 /// Reads `path` (or the bundled example), applies the environment, validates.
+/// A relative `sqlite://` path is resolved once, here: next to the
+/// configuration file when one is given, else in the working directory (the
+/// bundled example's `temppass-data/`), so `serve` and the admin commands
+/// find the same store however they are started.
 pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
     let (text, origin) = match path {
         Some(path) => (
@@ -321,20 +329,51 @@ pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>
         ),
         None => (EXAMPLE.to_owned(), "the bundled example configuration".to_owned()),
     };
-    parse(&text, env).with_context(|| format!("invalid configuration in {origin}"))
+    let mut config = parse(&text, env).with_context(|| format!("invalid configuration ({origin})"))?;
+    let base = match path.and_then(Path::parent) {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if let StorageUrl::Sqlite(file) = &config.storage
+        && file.is_relative()
+    {
+        let absolute = std::path::absolute(base.join(file)).unwrap_or_else(|_| base.join(file));
+        config.storage = StorageUrl::Sqlite(absolute);
+    }
+    config.origin = origin;
+    Ok(config)
 }
 
-/// Parses TOML text with environment overrides and validates it.
+/// Parses TOML text with environment overrides and validates it. An error
+/// names the field (`service_providers[0].temppass[1].ttl: …`) and, when an
+/// environment variable set it, the variable.
 pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
     let mut value: toml::Table = toml::from_str(text).map_err(|e| anyhow!("{e}"))?;
-    apply_environment(&mut value, env)?;
-    let file: File = toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| anyhow!("{}", e.message()))?;
-    validate(file)
+    let from_env = apply_environment(&mut value, env)?;
+    let blame = |error: anyhow::Error| {
+        let message = format!("{error:#}");
+        match from_env.iter().find(|(field, _)| message.starts_with(field.as_str())) {
+            Some((_, variable)) => anyhow!("{variable} (environment): {message}"),
+            None => error,
+        }
+    };
+    let file: File = serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.message().trim_end_matches('.').to_owned();
+        blame(if path == "." { anyhow!("{message}") } else { anyhow!("{path}: {message}") })
+    })?;
+    validate(file).map_err(blame)
 }
 
 /// `TEMPPASS_SERVER__LISTEN=…` sets `[server] listen`. Variables without a
-/// `__` (such as `TEMPPASS_TEST_POSTGRES_URL`) are not configuration.
-fn apply_environment(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<()> {
+/// `__` (such as `TEMPPASS_TEST_POSTGRES_URL`) are not configuration. Returns
+/// each field set, as `section.key`, with the variable that set it.
+fn apply_environment(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut set = Vec::new();
     for (name, raw) in env {
         let Some(rest) = name.strip_prefix("TEMPPASS_") else { continue };
         let Some((section, key)) = rest.split_once("__") else { continue };
@@ -343,9 +382,10 @@ fn apply_environment(table: &mut toml::Table, env: impl IntoIterator<Item = (Str
         let toml::Value::Table(section_table) = entry else {
             bail!("{name}: [{section}] is not a section that an environment variable can set");
         };
-        section_table.insert(key, environment_value(&raw));
+        section_table.insert(key.clone(), environment_value(&raw));
+        set.push((format!("{section}.{key}"), name));
     }
-    Ok(())
+    Ok(set)
 }
 
 /// Booleans and integers keep their type; everything else is a string.
@@ -411,7 +451,15 @@ fn validate(file: File) -> anyhow::Result<Config> {
             Ok(sp)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if service_providers.is_empty() {
+        bail!(
+            "service_providers: none is configured; add a [[service_providers]] section with at least one \
+             [[service_providers.temppass]] rule (docs/configuration.md)"
+        );
+    }
     Ok(Config {
+        origin: String::new(),
+        public_url_is_set: file.server.public_url.is_some(),
         listen,
         storage,
         storage_pool_size,
@@ -708,7 +756,10 @@ ttl = "10m"
 
     #[test]
     fn the_access_token_cache_is_two_seconds_by_default_can_be_off_and_is_at_most_five() {
-        let ttl = |text: &str| parse(text, []).map(|c| c.settings.access_grant_cache_ttl.map(DurationMs::as_millis));
+        let ttl = |text: &str| {
+            parse(&format!("{text}\n{ONE_RULE}"), [])
+                .map(|c| c.settings.access_grant_cache_ttl.map(DurationMs::as_millis))
+        };
         assert_eq!(ttl("").ok(), Some(Some(2_000)));
         assert_eq!(ttl("[tokens]\naccess_token_cache = \"off\"").ok(), Some(None));
         assert_eq!(ttl("[storage]\nurl = \"postgres://db/x\"").ok(), Some(Some(2_000)));
@@ -805,5 +856,65 @@ ttl = "10m"
         ] {
             assert!(error_of(text).contains(field), "{text}: {}", error_of(text));
         }
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_field() {
+        let wrong_type = error_of(&ONE_RULE.replace("ttl = \"10m\"", "ttl = 120"));
+        assert!(wrong_type.starts_with("service_providers[0].temppass[0].ttl: invalid type: integer"), "{wrong_type}");
+        let negative = error_of(&format!("[limits]\nbody_bytes = -5\n{ONE_RULE}"));
+        assert!(negative.starts_with("limits.body_bytes: "), "{negative}");
+        let no_timezone =
+            error_of(&ONE_RULE.replace("ttl = \"10m\"", "ttl = \"10m\"\nreset = { daily_at = \"00:00\" }"));
+        assert!(
+            no_timezone.starts_with("service_providers[0].temppass[0].reset: missing field `timezone`"),
+            "{no_timezone}"
+        );
+        let typo = error_of(&ONE_RULE.replace("ttl = \"10m\"", "tll = \"10m\""));
+        assert!(
+            typo.starts_with("service_providers[0].temppass[0].tll: unknown field `tll`, expected one of"),
+            "{typo}"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_from_the_environment_names_the_variable() {
+        let env = [("TEMPPASS_TOKENS__MEDIA_TOKEN_TTL".to_owned(), "abc".to_owned())];
+        let error = match parse(ONE_RULE, env) {
+            Ok(_) => panic!("abc was accepted as a duration"),
+            Err(error) => format!("{error:#}"),
+        };
+        assert!(error.starts_with("TEMPPASS_TOKENS__MEDIA_TOKEN_TTL (environment): tokens.media_token_ttl"), "{error}");
+        let env = [("TEMPPASS_LIMITS__BODY_BYTES".to_owned(), "-5".to_owned())];
+        let error = parse(ONE_RULE, env).err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(error.starts_with("TEMPPASS_LIMITS__BODY_BYTES (environment): limits.body_bytes"), "{error}");
+    }
+
+    #[test]
+    fn a_configuration_without_a_service_provider_is_refused() {
+        assert!(error_of("[server]\nlisten = \"127.0.0.1:9000\"").starts_with("service_providers: none is configured"));
+    }
+
+    #[test]
+    fn the_issuer_follows_the_listen_address_unless_it_is_set() {
+        let env = [("TEMPPASS_SERVER__LISTEN".to_owned(), "127.0.0.1:8099".to_owned())];
+        let config = parse(EXAMPLE, env).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(config.settings.public_url, "http://127.0.0.1:8099");
+        let set = parse(&format!("[server]\npublic_url = \"https://tv.example.com\"\n{ONE_RULE}"), []);
+        assert_eq!(set.map(|c| c.settings.public_url).ok().as_deref(), Some("https://tv.example.com"));
+    }
+
+    #[test]
+    fn a_relative_sqlite_path_is_resolved_next_to_the_configuration_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("temppass.toml");
+        std::fs::write(&file, format!("[storage]\nurl = \"sqlite://data/t.db\"\n{ONE_RULE}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let config = load(Some(&file), []).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(config.storage, StorageUrl::Sqlite(dir.path().join("data/t.db")));
+        assert_eq!(config.origin, file.display().to_string());
+        let bundled = load(None, []).unwrap_or_else(|e| panic!("{e:#}"));
+        let cwd = std::env::current_dir().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(bundled.storage, StorageUrl::Sqlite(cwd.join("temppass-data/temppass.db")));
     }
 }

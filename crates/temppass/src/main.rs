@@ -3,6 +3,7 @@
 
 mod admin;
 mod demo;
+mod output;
 mod serve;
 mod verify;
 
@@ -28,9 +29,27 @@ struct Cli {
 
 #[derive(Debug, Args)]
 struct ConfigArg {
-    /// The TOML configuration file; without it, the bundled example configuration.
+    /// The TOML configuration file; without it, the bundled example configuration. A relative
+    /// sqlite:// store is found next to this file (without it: in the working directory).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+}
+
+/// Where an admin command works.
+#[derive(Debug, Args)]
+struct StoreArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Create the SQLite store if it does not exist yet (`serve` always does). Without it, a
+    /// command run against a store that does not exist fails instead of making an empty one.
+    #[arg(long)]
+    init: bool,
+}
+
+impl StoreArgs {
+    fn target(&self) -> admin::Target<'_> {
+        admin::Target { config: self.config.config.as_deref(), init: self.init }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,27 +91,33 @@ enum TokenCommand {
 
 #[derive(Debug, Subcommand)]
 enum ApikeyCommand {
-    /// Creates a key for one service provider and prints it, once, on the last line.
+    /// Creates a key for one service provider and prints it, once, alone on stdout.
     Create {
         #[command(flatten)]
-        config: ConfigArg,
-        #[arg(long = "service-provider")]
+        store: StoreArgs,
+        /// The service provider whose trials the key may reset.
+        #[arg(long = "service-provider", value_name = "ID")]
         service_provider: String,
     },
-    /// Revokes a key; the legacy reset API refuses it from the next request.
+    /// Revokes a key; the legacy reset API refuses it within 5 s.
     Revoke {
         #[command(flatten)]
-        config: ConfigArg,
+        store: StoreArgs,
+        /// The key, as `apikey create` printed it.
+        #[arg(value_name = "KEY")]
         key: String,
     },
 }
 
 #[derive(Debug, Subcommand)]
 enum AppCommand {
-    /// Registers an application and prints its software statement on the last line.
+    /// Registers an application and prints its software statement alone on stdout. Safe to
+    /// repeat: an application of that name with the same service providers and scopes is kept
+    /// and a statement for it printed.
     Create {
         #[command(flatten)]
-        config: ConfigArg,
+        store: StoreArgs,
+        /// The application's name, unique among the applications not revoked (1 to 200 characters).
         #[arg(long)]
         name: String,
         /// Service providers the application may act for (repeat, or give several).
@@ -102,20 +127,31 @@ enum AppCommand {
         #[arg(long = "scope", required = true, num_args = 1..)]
         scopes: Vec<String>,
     },
-    /// Revokes the application of that name; its tokens stop working at once.
+    /// Prints a new software statement for an application that exists, alone on stdout.
+    Statement {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The application's name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Revokes the application of that name; its access tokens are refused within
+    /// `tokens.access_token_cache` (2 s by default) on every server.
     Revoke {
         #[command(flatten)]
-        config: ConfigArg,
+        store: StoreArgs,
+        /// The application's name, as given to `app create`.
+        #[arg(value_name = "NAME")]
         name: String,
     },
 }
 
 #[derive(Debug, Subcommand)]
 enum KeyCommand {
-    /// Adds a new signing key; running servers sign with it within 60 s.
+    /// Adds a new signing key and prints its kid; running servers sign with it within 60 s.
     Rotate {
         #[command(flatten)]
-        config: ConfigArg,
+        store: StoreArgs,
     },
 }
 
@@ -135,25 +171,24 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args.config.as_deref()).await,
-            Command::App(AppCommand::Create { config, name, service_providers, scopes }) => {
-                admin::create_app(config.config.as_deref(), &name, &service_providers, &scopes).await
+            Command::App(AppCommand::Create { store, name, service_providers, scopes }) => {
+                admin::create_app(store.target(), &name, &service_providers, &scopes).await
             }
-            Command::App(AppCommand::Revoke { config, name }) => {
-                admin::revoke_app(config.config.as_deref(), &name).await
+            Command::App(AppCommand::Statement { store, name }) => admin::app_statement(store.target(), &name).await,
+            Command::App(AppCommand::Revoke { store, name }) => admin::revoke_app(store.target(), &name).await,
+            Command::Key(KeyCommand::Rotate { store }) => admin::rotate_key(store.target()).await,
+            Command::Apikey(ApikeyCommand::Create { store, service_provider }) => {
+                admin::create_api_key(store.target(), &service_provider).await
             }
-            Command::Key(KeyCommand::Rotate { config }) => admin::rotate_key(config.config.as_deref()).await,
-            Command::Apikey(ApikeyCommand::Create { config, service_provider }) => {
-                admin::create_api_key(config.config.as_deref(), &service_provider).await
-            }
-            Command::Apikey(ApikeyCommand::Revoke { config, key }) => {
-                admin::revoke_api_key(config.config.as_deref(), &key).await
-            }
+            Command::Apikey(ApikeyCommand::Revoke { store, key }) => admin::revoke_api_key(store.target(), &key).await,
             // Answered before the runtime started.
             Command::Token(TokenCommand::Verify { .. }) => Ok(()),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Whoever read stdout went away (`| head`): quiet, as a tool killed by SIGPIPE.
+        Err(error) if error.is::<output::ClosedPipe>() => ExitCode::from(141),
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE

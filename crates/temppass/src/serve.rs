@@ -19,11 +19,22 @@ use temppass::config::{self, Config, StorageUrl};
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(15);
 
 pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
+    // Logs go to stderr: stdout carries only the line that says where the server listens.
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
         .init();
-    let config = config::load(config_path, std::env::vars())?;
-    let store = open_store(&config).await?;
+    let mut config = config::load(config_path, std::env::vars())?;
+    crate::output::announce(&config);
+    let store = open_store(&config, Create::IfMissing).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr().context("cannot read the listening address")?;
+    if !config.public_url_is_set {
+        // `http://<listen>`, with the port the system chose for `:0`.
+        config.settings.public_url = format!("http://{address}");
+    }
     let mut settings = config.settings.clone();
     if config.demo_enabled {
         settings.demo = Some(crate::demo::register(&config, store.as_ref()).await?);
@@ -40,14 +51,11 @@ pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         }
     });
     tokio::spawn(reclaim_forever(state.clone()));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let address = listener.local_addr().context("cannot read the listening address")?;
     let shutdown = shutdown_signal()?;
     let connections = fit_descriptors(config.connections);
-    tracing::info!(%address, public_url = %config.settings.public_url, "temppass is listening");
-    println!("temppass listening on http://{address}");
+    tracing::info!(%address, public_url = %state.settings().public_url, "temppass is listening");
+    crate::output::note(&format!("issuer (server.public_url): {}", state.settings().public_url));
+    crate::output::result(&format!("temppass listening on http://{address}"))?;
     if config.demo_enabled {
         tracing::info!("demo pages: http://{address}/demo/");
     }
@@ -109,6 +117,18 @@ async fn reclaim_forever(state: AppState) {
     }
 }
 
+/// Whether opening a store may create it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    /// `serve`, and admin commands given `--init`.
+    IfMissing,
+    /// Admin commands: a SQLite file that does not exist is an error, so a
+    /// command run from the wrong directory says so instead of making a new,
+    /// empty store whose statements no running server accepts. (A PostgreSQL
+    /// database is named explicitly; its schema is migrated either way.)
+    OnlyExisting,
+}
+
 /// Opens the configured store (shared by `serve` and the admin commands).
 ///
 /// PostgreSQL must be reachable at start-up: the schema is migrated before
@@ -116,10 +136,19 @@ async fn reclaim_forever(state: AppState) {
 /// the server instead of waiting (a supervisor restarts it). Once running, a
 /// server rides out outages by itself: requests fail fast with
 /// `internal_server_error`/`retry` until PostgreSQL answers again.
-pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(config: &Config, create: Create) -> anyhow::Result<Arc<dyn Store>> {
     let timeout = config.settings.limits.store_timeout;
     match &config.storage {
         StorageUrl::Sqlite(path) => {
+            if create == Create::OnlyExisting && !path.exists() {
+                anyhow::bail!(
+                    "there is no store at {} (from {}): start `temppass serve` with this configuration first, \
+                     run the command where the server's store is (or give the server's --config), \
+                     or pass --init to create the store here",
+                    path.display(),
+                    config.origin
+                );
+            }
             let options = SqliteOptions {
                 busy_timeout: timeout,
                 max_queued_writes: config.storage_max_queued_writes,

@@ -18,10 +18,11 @@ pub fn run(jwks: &str, resource: Option<&str>, skew_secs: i64, token: &str) -> E
     };
     let now = SystemClock.now().as_secs_floor();
     let verdict = verify_media_token(token.trim(), &key_set, &VerifyOptions { now, skew_secs, resource });
-    println!("{}", verdict.name());
+    // A closed stdout (`| head`) changes nothing: the exit status is the verdict.
+    let _ = crate::output::result(verdict.name());
     match verdict {
         Verdict::Valid(claims) => {
-            println!("{}", serde_json::to_string(&claims).unwrap_or_default());
+            let _ = crate::output::result(&serde_json::to_string(&claims).unwrap_or_default());
             ExitCode::SUCCESS
         }
         _ => ExitCode::from(1),

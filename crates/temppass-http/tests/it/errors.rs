@@ -428,6 +428,10 @@ impl Store for StoreThatHangsOnAuthorize {
         self.0.find_application(id).await
     }
 
+    async fn find_active_application(&self, name: &str) -> Result<Option<Application>, StoreError> {
+        self.0.find_active_application(name).await
+    }
+
     async fn revoke_application(&self, name: &str, now: Timestamp) -> Result<bool, StoreError> {
         self.0.revoke_application(name, now).await
     }

@@ -38,6 +38,7 @@ fn app_create_accepts_several_service_providers_and_scopes_in_one_flag() {
     let output = sandbox.run(&[
         "app",
         "create",
+        "--init",
         "--name",
         "both",
         "--service-provider",
@@ -65,6 +66,7 @@ fn app_create_refuses_an_unknown_service_provider_or_scope() {
 #[test]
 fn revoking_an_unknown_application_fails() {
     let sandbox = Sandbox::new("10m");
+    sandbox.create_app("someone", &["REF30"]);
     let output = sandbox.run(&["app", "revoke", "ghost"]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("ghost"));
@@ -128,4 +130,175 @@ async fn serve_without_arguments_runs_the_bundled_example_with_sqlite_under_temp
         assert_eq!(reply.status(), 200);
         server.kill();
     }
+}
+
+// --- the first hour (issue 19) ---
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn run_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(crate::support::BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap_or_else(|e| panic!("run temppass {args:?}: {e}"))
+}
+
+const CREATE: [&str; 8] =
+    ["app", "create", "--name", "my-app", "--service-provider", "REF30", "--scope", "api:client:v2"];
+
+#[test]
+fn an_admin_command_in_a_directory_without_a_store_refuses_to_create_one_unless_told_to() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+
+    let refused = run_in(dir.path(), &CREATE);
+    let store = dir.path().join("temppass-data/temppass.db");
+    assert!(!refused.status.success(), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("there is no store at"), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("--init"), "{}", text(&refused.stderr));
+    assert!(!store.exists() && !dir.path().join("temppass-data").exists(), "a store was created");
+    assert!(refused.stdout.is_empty());
+
+    let mut init: Vec<&str> = CREATE.to_vec();
+    init.push("--init");
+    let created = run_in(dir.path(), &init);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    assert!(store.exists());
+}
+
+#[test]
+fn every_command_says_which_configuration_and_store_it_uses_on_stderr() {
+    let sandbox = Sandbox::new("10m");
+    sandbox.create_app("first", &["REF30"]);
+    let output = sandbox.run(&["key", "rotate"]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("configuration: {}", sandbox.config().display())), "{stderr}");
+    let store = sandbox.dir.path().join("data/temppass.db");
+    assert!(stderr.contains(&format!("store: SQLite {}", store.display())), "{stderr}");
+}
+
+#[test]
+fn a_relative_store_in_a_configuration_file_is_found_next_to_it_from_any_directory() {
+    let home = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let elsewhere = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let config = home.path().join("temppass.toml");
+    let text_of_config = "[storage]\nurl = \"sqlite://data/t.db\"\n[[service_providers]]\nid = \"REF30\"\n\
+                          [[service_providers.temppass]]\nmvpd = \"TempPass\"\nkind = \"basic\"\nttl = \"10m\"\n";
+    std::fs::write(&config, text_of_config).unwrap_or_else(|e| panic!("write: {e}"));
+    let config = config.to_string_lossy().into_owned();
+    let mut args: Vec<&str> = CREATE.to_vec();
+    args.extend(["--config", &config, "--init"]);
+
+    let created = run_in(elsewhere.path(), &args);
+
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    assert!(home.path().join("data/t.db").exists(), "the store is not next to the configuration");
+    assert!(!elsewhere.path().join("data").exists(), "a store was made in the working directory");
+    let again = run_in(home.path(), &["key", "rotate", "--config", "temppass.toml"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+}
+
+#[tokio::test]
+async fn app_create_is_safe_to_repeat_and_prints_the_statement_alone_on_stdout() {
+    let sandbox = Sandbox::new("10m");
+    let first = sandbox.create_app("partner", &["REF30"]);
+    let again =
+        sandbox.run(&["app", "create", "--name", "partner", "--service-provider", "REF30", "--scope", "api:client:v2"]);
+    let other_scopes = sandbox.run(&[
+        "app",
+        "create",
+        "--name",
+        "partner",
+        "--service-provider",
+        "REF30",
+        "--scope",
+        "temporary:passes:owner",
+    ]);
+    let statement_command = sandbox.run(&["app", "statement", "--name", "partner"]);
+
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let stdout = text(&again.stdout);
+    assert_eq!(stdout.lines().count(), 1, "stdout holds more than the statement: {stdout:?}");
+    assert!(text(&again.stderr).contains("exists"), "{}", text(&again.stderr));
+    assert!(!other_scopes.status.success());
+    assert!(text(&other_scopes.stderr).contains("revoke it first"), "{}", text(&other_scopes.stderr));
+    assert!(statement_command.status.success(), "{}", text(&statement_command.stderr));
+    let server = sandbox.start();
+    for statement in [first, stdout.trim().to_owned(), text(&statement_command.stdout).trim().to_owned()] {
+        access_token(&server.base, &statement).await;
+    }
+}
+
+#[test]
+fn a_command_whose_stdout_is_closed_ends_quietly_without_a_panic() {
+    let sandbox = Sandbox::new("10m");
+    sandbox.create_app("first", &["REF30"]);
+    let (reader, writer) = std::io::pipe().unwrap_or_else(|e| panic!("pipe: {e}"));
+    drop(reader);
+
+    let output = std::process::Command::new(crate::support::BIN)
+        .args([
+            "app",
+            "create",
+            "--name",
+            "piped",
+            "--service-provider",
+            "REF30",
+            "--scope",
+            "api:client:v2",
+            "--config",
+        ])
+        .arg(sandbox.config())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("run: {e}"));
+
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let statement = sandbox.run(&["app", "statement", "--name", "piped"]);
+    assert!(statement.status.success(), "the application was not kept: {}", text(&statement.stderr));
+}
+
+#[tokio::test]
+async fn without_public_url_the_issuer_follows_the_listen_address_and_start_up_says_it() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let mut child = std::process::Command::new(crate::support::BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("TEMPPASS_SERVER__LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let mut stdout = BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("no stdout")));
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap_or_else(|e| panic!("read: {e}"));
+    let base = line.trim().strip_prefix("temppass listening on ").unwrap_or_else(|| panic!("{line:?}")).to_owned();
+    let server = crate::support::Server { child, base };
+
+    let statement = reqwest::get(format!("{}/demo/demo-config.json", server.base)).await;
+    let config: serde_json::Value = statement.unwrap_or_else(|e| panic!("{e}")).json().await.unwrap_or_default();
+    let token = config["softwareStatement"].as_str().unwrap_or_default();
+    let payload = token.split('.').nth(1).unwrap_or_default();
+    use base64::Engine;
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap_or_default();
+    let claims: serde_json::Value = serde_json::from_slice(&claims).unwrap_or_default();
+    assert_eq!(claims["iss"].as_str(), Some(server.base.as_str()), "{claims}");
+    let mut server = server;
+    let _ = server.child.kill();
+    let mut stderr = String::new();
+    if let Some(mut pipe) = server.child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    assert!(stderr.contains(&format!("issuer (server.public_url): {}", server.base)), "{stderr}");
+    assert!(stderr.contains("configuration: the bundled example configuration"), "{stderr}");
 }

@@ -95,7 +95,8 @@ ttl = "{ttl}"
 
     /// Creates an application with these scopes and returns its software statement.
     pub fn create_app_with_scopes(&self, name: &str, service_providers: &[&str], scopes: &[&str]) -> String {
-        let mut args = vec!["app", "create", "--name", name, "--scope"];
+        // The sandbox's first command makes its store, as an operator's first `--init` does.
+        let mut args = vec!["app", "create", "--init", "--name", name, "--scope"];
         args.extend_from_slice(scopes);
         args.push("--service-provider");
         args.extend_from_slice(service_providers);
