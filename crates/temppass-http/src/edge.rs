@@ -127,9 +127,15 @@ fn with_json_error_body(answer: Response) -> Response {
     if is_json {
         return answer;
     }
-    let mut replaced = ApiError::new(ErrorCode::for_status(status)).into_response();
-    *replaced.status_mut() = status;
-    replaced
+    // The body and its type are replaced; the other headers (CORS, `Allow`,
+    // `WWW-Authenticate`) stay, so a browser can still read the answer.
+    let (mut parts, _) = answer.into_parts();
+    let (replaced, body) = ApiError::new(ErrorCode::for_status(status)).into_response().into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in &replaced.headers {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, body)
 }
 
 /// The error a body ends with when `server.body_timeout` passed before its end.

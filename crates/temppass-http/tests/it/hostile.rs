@@ -164,9 +164,14 @@ async fn a_body_that_stalls_is_answered_request_timeout_not_internal_error() {
 async fn a_path_segment_that_is_not_utf8_gets_a_json_error_body() {
     let app = TestApp::new().await;
 
-    let reply = app.get("/api/v2/%FF/configuration").send().await;
+    let reply = app.get("/api/v2/%FF/configuration").header("origin", "http://localhost:5173").send().await;
 
     reply.assert_error(400, "bad_request", "none");
+    assert!(
+        reply.headers.contains_key("access-control-allow-origin"),
+        "the CORS headers were lost: {:?}",
+        reply.headers
+    );
 }
 
 // --- connections, over a real socket ---
