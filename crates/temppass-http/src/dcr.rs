@@ -200,11 +200,14 @@ pub(crate) async fn token(
     let scopes: Vec<String> = match request.scope.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => application.scopes.clone(),
         Some(requested) => {
-            let requested: Vec<String> = requested.split_whitespace().map(str::to_owned).collect();
-            if !requested.iter().all(|s| application.scopes.contains(s)) {
+            let requested: Vec<&str> = requested.split_whitespace().collect();
+            if !requested.iter().all(|s| application.scopes.iter().any(|granted| granted == s)) {
                 return Err(oauth(OAuthError::InvalidScope, "a requested scope is not granted to the application"));
             }
-            requested
+            // In the application's order, each once: a token (and each server's
+            // cache of it) is never larger than its application's grants, however
+            // often a request repeats a scope.
+            application.scopes.iter().filter(|granted| requested.contains(&granted.as_str())).cloned().collect()
         }
     };
     let now = state.now();

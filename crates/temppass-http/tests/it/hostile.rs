@@ -95,6 +95,29 @@ async fn nul_bytes_are_refused_with_the_error_of_the_field_they_arrived_in() {
     assert!(profile.body["profiles"][BASIC]["notBefore"].is_number(), "nothing was started: {}", profile.text);
 }
 
+// --- memory an anonymous client could fill ---
+
+#[tokio::test]
+async fn a_token_request_repeating_a_scope_thousands_of_times_gets_each_scope_once() {
+    let app = TestApp::new().await;
+    let scopes = vec!["api:client:v2"; 4_600].join(" ");
+    let body = format!(
+        "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
+        app.client.client_id,
+        app.client.client_secret,
+        scopes.replace(' ', "+")
+    );
+
+    let reply = app
+        .post_bytes("/o/client/token", "application/x-www-form-urlencoded", body.into_bytes())
+        .without_bearer()
+        .send()
+        .await;
+
+    reply.assert_status(201);
+    assert_eq!(reply.body["scope"], "api:client:v2", "{}", &reply.text[..reply.text.len().min(300)]);
+}
+
 // --- bodies: too large, too slow ---
 
 /// A body that sends `first` and then nothing, for ever.
