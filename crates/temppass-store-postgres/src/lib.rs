@@ -65,7 +65,7 @@ impl Default for PostgresOptions {
             pool_size: 16,
             connect_timeout: Duration::from_secs(2),
             operation_timeout: Duration::from_secs(2),
-            max_queued_writes: 4096,
+            max_queued_writes: temppass_store::DEFAULT_MAX_QUEUED_WRITES,
         }
     }
 }

@@ -48,7 +48,11 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self { busy_timeout: Duration::from_secs(2), readers: 8, max_queued_writes: 4096 }
+        Self {
+            busy_timeout: Duration::from_secs(2),
+            readers: 8,
+            max_queued_writes: temppass_store::DEFAULT_MAX_QUEUED_WRITES,
+        }
     }
 }
 

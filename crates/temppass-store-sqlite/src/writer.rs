@@ -219,7 +219,7 @@ mod tests {
     type TestWrite = Box<dyn FnOnce(&Connection) -> Result<(), StoreError> + Send>;
 
     fn writer() -> (Writer, tempfile::TempDir) {
-        writer_with_queue(4096)
+        writer_with_queue(temppass_store::DEFAULT_MAX_QUEUED_WRITES)
     }
 
     fn writer_with_queue(max_queued: usize) -> (Writer, tempfile::TempDir) {

@@ -47,6 +47,10 @@ pub enum StoreError {
     Internal(String),
 }
 
+/// Writes a backend lets wait for its writer, by default; past them a write
+/// fails at once with [`StoreError::Busy`] (`storage.max_queued_writes`).
+pub const DEFAULT_MAX_QUEUED_WRITES: usize = 4096;
+
 /// The keys that find a trial under one rule.
 #[derive(Debug, Clone, Copy)]
 pub struct TrialLookup<'a> {

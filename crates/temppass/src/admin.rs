@@ -26,10 +26,14 @@ pub struct Target<'a> {
 
 async fn open(target: Target<'_>) -> anyhow::Result<(Config, Arc<dyn Store>)> {
     let config = config::load(target.config, std::env::vars())?;
-    announce(&config);
-    let create = if target.init { Create::IfMissing } else { Create::OnlyExisting };
-    let store = open_store(&config, create).await?;
+    let store = open_loaded(&config, target.init).await?;
     Ok((config, store))
+}
+
+/// Opens the store of a configuration already loaded, saying which it is.
+async fn open_loaded(config: &Config, init: bool) -> anyhow::Result<Arc<dyn Store>> {
+    announce(config);
+    open_store(config, if init { Create::IfMissing } else { Create::OnlyExisting }).await
 }
 
 /// Splits values given as `--scope a b` or `--scope "a b"` or `--scope a,b`.
@@ -78,7 +82,7 @@ pub async fn create_app(
             granted.push(scope);
         }
     }
-    let (config, store) = open(target).await?;
+    let store = open_loaded(&config, target.init).await?;
     let now = SystemClock.now();
     let wanted = Application {
         id: uuid::Uuid::new_v4().to_string(),

@@ -95,7 +95,7 @@ impl Default for Storage {
 }
 
 fn default_max_queued_writes() -> i64 {
-    4096
+    temppass_store::DEFAULT_MAX_QUEUED_WRITES as i64
 }
 
 fn default_pool_size() -> i64 {
@@ -190,7 +190,7 @@ impl Default for LimitsSection {
 }
 
 fn default_body_resources() -> i64 {
-    50
+    Limits::default().body_resources as i64
 }
 
 fn default_body_bytes() -> usize {
@@ -416,10 +416,7 @@ fn validate(file: File) -> anyhow::Result<Config> {
     }
     let storage = storage_url(&file.storage.url)?;
     let store_timeout = std_duration("storage.timeout", &file.storage.timeout)?;
-    let storage_pool_size = usize::try_from(file.storage.pool_size)
-        .ok()
-        .filter(|size| (1..=1000).contains(size))
-        .ok_or_else(|| anyhow!("storage.pool_size: {} is outside 1..=1000", file.storage.pool_size))?;
+    let storage_pool_size = in_range("storage.pool_size", file.storage.pool_size, 1..=1000)?;
     let media_token_ttl = duration("tokens.media_token_ttl", &file.tokens.media_token_ttl)?;
     let access_token_ttl = duration("tokens.access_token_ttl", &file.tokens.access_token_ttl)?;
     let access_grant_cache_ttl = access_token_cache(file.tokens.access_token_cache.as_deref())?;
@@ -432,7 +429,7 @@ fn validate(file: File) -> anyhow::Result<Config> {
         in_range("storage.max_queued_writes", file.storage.max_queued_writes, 1..=1_000_000)?;
     let connections = connection_limits(&file.server, request_timeout)?;
     let body_timeout =
-        optional_duration("server.body_timeout", file.server.body_timeout.as_deref(), Duration::from_secs(5))?;
+        optional_duration("server.body_timeout", file.server.body_timeout.as_deref(), Limits::default().body_timeout)?;
     if body_timeout > request_timeout {
         bail!(
             "server.body_timeout: {body_timeout:?} is longer than limits.request_timeout ({request_timeout:?}), which would end the request first"
