@@ -18,6 +18,6 @@ pub use reset::{DailyReset, ResetError};
 pub use rule::{Rule, RuleKind, RuleScope};
 pub use time::{DurationError, DurationMs, Timestamp};
 pub use trial::{
-    AuthorizeVerdict, DenyReason, ProfileState, Trial, TrialId, TrialUpdate, authorize, media_token_expiry, merge,
-    preauthorize, profile_state, remaining_resources,
+    DenyReason, ProfileState, Trial, TrialId, TrialUpdate, Verdict, decide, media_token_expiry, merge, preauthorize,
+    profile_state, remaining_resources,
 };

@@ -1,7 +1,9 @@
 //! Trials and the decisions made on them (SPEC.md §2).
 //!
-//! Backends load a trial, call [`authorize`] inside their atomic section and
-//! apply the returned [`TrialUpdate`]; nothing here knows how trials are stored.
+//! Every function here takes the *current* trial: the one a lookup found with
+//! `valid_since = rule.valid_since(now)` (the scheduled reset), or `None`.
+//! Stores call [`decide`] through `temppass_store::plan` inside their atomic
+//! section; nothing here knows how trials are stored.
 
 use crate::{DurationMs, ResourceId, Rule, RuleKind, Timestamp};
 
@@ -41,7 +43,7 @@ pub enum TrialUpdate {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthorizeVerdict {
+pub enum Verdict {
     Permit(TrialUpdate),
     Deny(DenyReason),
 }
@@ -58,36 +60,31 @@ pub enum ProfileState<'a> {
     Denied(DenyReason),
 }
 
-/// A trial that started before the rule's most recent scheduled reset is no trial at all.
-fn current<'a>(rule: &Rule, trial: Option<&'a Trial>, now: Timestamp) -> Option<&'a Trial> {
-    trial.filter(|trial| trial.started_at >= rule.valid_since(now))
-}
-
-/// Decides one authorization for one resource (SPEC.md §2).
-pub fn authorize(rule: &Rule, trial: Option<&Trial>, resource: &ResourceId, now: Timestamp) -> AuthorizeVerdict {
-    let Some(trial) = current(rule, trial, now) else {
+/// Decides one authorization for one resource on the current trial (SPEC.md §2).
+pub fn decide(rule: &Rule, trial: Option<&Trial>, resource: &ResourceId, now: Timestamp) -> Verdict {
+    let Some(trial) = trial else {
         let used_resources = match rule.kind {
             RuleKind::Basic => Vec::new(),
             RuleKind::Promotional { .. } => vec![resource.clone()],
         };
-        return AuthorizeVerdict::Permit(TrialUpdate::Start {
+        return Verdict::Permit(TrialUpdate::Start {
             started_at: now,
             expires_at: now.saturating_add(rule.ttl),
             used_resources,
         });
     };
     if now >= trial.expires_at {
-        return AuthorizeVerdict::Deny(DenyReason::DurationLimitExceeded);
+        return Verdict::Deny(DenyReason::DurationLimitExceeded);
     }
     match rule.kind {
-        RuleKind::Basic => AuthorizeVerdict::Permit(TrialUpdate::Unchanged),
+        RuleKind::Basic => Verdict::Permit(TrialUpdate::Unchanged),
         RuleKind::Promotional { max_resources, .. } => {
             if trial.used_resources.contains(resource) {
-                AuthorizeVerdict::Permit(TrialUpdate::Unchanged)
+                Verdict::Permit(TrialUpdate::Unchanged)
             } else if trial.used_resources.len() < max_resources as usize {
-                AuthorizeVerdict::Permit(TrialUpdate::AddResource(resource.clone()))
+                Verdict::Permit(TrialUpdate::AddResource(resource.clone()))
             } else {
-                AuthorizeVerdict::Deny(DenyReason::ResourcesLimitExceeded)
+                Verdict::Deny(DenyReason::ResourcesLimitExceeded)
             }
         }
     }
@@ -100,19 +97,18 @@ pub fn preauthorize(
     resources: &[ResourceId],
     now: Timestamp,
 ) -> Vec<Result<(), DenyReason>> {
-    let trial = current(rule, trial, now);
     resources
         .iter()
-        .map(|resource| match authorize(rule, trial, resource, now) {
-            AuthorizeVerdict::Permit(_) => Ok(()),
-            AuthorizeVerdict::Deny(reason) => Err(reason),
+        .map(|resource| match decide(rule, trial, resource, now) {
+            Verdict::Permit(_) => Ok(()),
+            Verdict::Deny(reason) => Err(reason),
         })
         .collect()
 }
 
-/// What `profiles/{mvpd}` reports for this trial now.
+/// What `profiles/{mvpd}` reports for the current trial now.
 pub fn profile_state<'a>(rule: &Rule, trial: Option<&'a Trial>, now: Timestamp) -> ProfileState<'a> {
-    let Some(trial) = current(rule, trial, now) else {
+    let Some(trial) = trial else {
         return ProfileState::Prospective { not_before: now, not_after: now.saturating_add(rule.ttl) };
     };
     if now >= trial.expires_at {
@@ -179,16 +175,16 @@ mod tests {
     }
 
     /// Applies a verdict the way a backend would.
-    fn apply(trial: Option<Trial>, verdict: &AuthorizeVerdict) -> Option<Trial> {
+    fn apply(trial: Option<Trial>, verdict: &Verdict) -> Option<Trial> {
         match verdict {
-            AuthorizeVerdict::Deny(_) | AuthorizeVerdict::Permit(TrialUpdate::Unchanged) => trial,
-            AuthorizeVerdict::Permit(TrialUpdate::Start { started_at, expires_at, used_resources }) => Some(Trial {
+            Verdict::Deny(_) | Verdict::Permit(TrialUpdate::Unchanged) => trial,
+            Verdict::Permit(TrialUpdate::Start { started_at, expires_at, used_resources }) => Some(Trial {
                 id: TrialId(1),
                 started_at: *started_at,
                 expires_at: *expires_at,
                 used_resources: used_resources.clone(),
             }),
-            AuthorizeVerdict::Permit(TrialUpdate::AddResource(resource)) => trial.map(|mut t| {
+            Verdict::Permit(TrialUpdate::AddResource(resource)) => trial.map(|mut t| {
                 t.used_resources.push(resource.clone());
                 t
             }),
@@ -198,10 +194,10 @@ mod tests {
     #[test]
     fn the_first_authorization_starts_the_clock_at_now() {
         let now = Timestamp::from_millis(1_000_000);
-        let verdict = authorize(&basic("10m"), None, &res("r1"), now);
+        let verdict = decide(&basic("10m"), None, &res("r1"), now);
         assert_eq!(
             verdict,
-            AuthorizeVerdict::Permit(TrialUpdate::Start {
+            Verdict::Permit(TrialUpdate::Start {
                 started_at: now,
                 expires_at: Timestamp::from_millis(1_000_000 + 600_000),
                 used_resources: vec![],
@@ -212,16 +208,13 @@ mod tests {
     #[test]
     fn a_basic_trial_is_denied_at_exactly_its_expiry_and_for_ever_after() {
         let rule = basic("10m");
-        let trial = apply(None, &authorize(&rule, None, &res("r"), Timestamp::from_millis(0)));
+        let trial = apply(None, &decide(&rule, None, &res("r"), Timestamp::from_millis(0)));
         let last_ms = Timestamp::from_millis(599_999);
-        assert_eq!(
-            authorize(&rule, trial.as_ref(), &res("r"), last_ms),
-            AuthorizeVerdict::Permit(TrialUpdate::Unchanged)
-        );
+        assert_eq!(decide(&rule, trial.as_ref(), &res("r"), last_ms), Verdict::Permit(TrialUpdate::Unchanged));
         for later in [600_000, 600_001, 86_400_000 * 365] {
             assert_eq!(
-                authorize(&rule, trial.as_ref(), &res("r"), Timestamp::from_millis(later)),
-                AuthorizeVerdict::Deny(DenyReason::DurationLimitExceeded)
+                decide(&rule, trial.as_ref(), &res("r"), Timestamp::from_millis(later)),
+                Verdict::Deny(DenyReason::DurationLimitExceeded)
             );
         }
     }
@@ -249,15 +242,12 @@ mod tests {
     fn a_promotional_trial_permits_used_resources_and_new_ones_only_while_a_slot_is_free() {
         let rule = promotional(2);
         let now = Timestamp::from_millis(0);
-        let mut trial = apply(None, &authorize(&rule, None, &res("a"), now));
-        let verdict = authorize(&rule, trial.as_ref(), &res("b"), now);
-        assert_eq!(verdict, AuthorizeVerdict::Permit(TrialUpdate::AddResource(res("b"))));
+        let mut trial = apply(None, &decide(&rule, None, &res("a"), now));
+        let verdict = decide(&rule, trial.as_ref(), &res("b"), now);
+        assert_eq!(verdict, Verdict::Permit(TrialUpdate::AddResource(res("b"))));
         trial = apply(trial, &verdict);
-        assert_eq!(authorize(&rule, trial.as_ref(), &res("a"), now), AuthorizeVerdict::Permit(TrialUpdate::Unchanged));
-        assert_eq!(
-            authorize(&rule, trial.as_ref(), &res("c"), now),
-            AuthorizeVerdict::Deny(DenyReason::ResourcesLimitExceeded)
-        );
+        assert_eq!(decide(&rule, trial.as_ref(), &res("a"), now), Verdict::Permit(TrialUpdate::Unchanged));
+        assert_eq!(decide(&rule, trial.as_ref(), &res("c"), now), Verdict::Deny(DenyReason::ResourcesLimitExceeded));
         assert_eq!(profile_state(&rule, trial.as_ref(), now), ProfileState::Denied(DenyReason::ResourcesLimitExceeded));
         assert_eq!(
             preauthorize(&rule, trial.as_ref(), &[res("a"), res("c")], now),
@@ -266,21 +256,20 @@ mod tests {
     }
 
     #[test]
-    fn a_trial_started_before_the_scheduled_reset_counts_as_absent() {
+    fn a_trial_started_before_the_scheduled_reset_is_not_current_after_it() {
         let rule = Rule {
             kind: RuleKind::Basic,
             ttl: ttl("10m"),
-            reset: Some(DailyReset::parse("00:00", "UTC").unwrap_or_else(|e| panic!("{e}"))),
+            reset: Some(DailyReset::parse("00:00", "UTC").expect("a valid daily reset")),
         };
         let day_ms = 86_400_000;
         let yesterday_evening = Timestamp::from_millis(day_ms - 60_000);
-        let trial = apply(None, &authorize(&rule, None, &res("r"), yesterday_evening));
-        let after_midnight = Timestamp::from_millis(day_ms + 1);
-        assert!(matches!(profile_state(&rule, trial.as_ref(), after_midnight), ProfileState::Prospective { .. }));
-        assert!(matches!(
-            authorize(&rule, trial.as_ref(), &res("r"), after_midnight),
-            AuthorizeVerdict::Permit(TrialUpdate::Start { .. })
-        ));
+        let trial = apply(None, &decide(&rule, None, &res("r"), yesterday_evening)).expect("a started trial");
+        assert!(trial.started_at >= rule.valid_since(yesterday_evening), "current on the day it started");
+        assert!(
+            trial.started_at < rule.valid_since(Timestamp::from_millis(day_ms + 1)),
+            "still current after midnight"
+        );
     }
 
     #[test]
@@ -327,14 +316,14 @@ mod tests {
         ) {
             let rule = Rule { kind: RuleKind::Basic, ttl: DurationMs::from_millis(ttl_ms).map_err(|e| TestCaseError::fail(e.to_string()))?, reset: None };
             let started = Timestamp::from_millis(start);
-            let trial = apply(None, &authorize(&rule, None, &res("r"), started));
+            let trial = apply(None, &decide(&rule, None, &res("r"), started));
             prop_assert_eq!(trial.as_ref().map(|t| t.expires_at.as_millis() - t.started_at.as_millis()), Some(ttl_ms));
             let later = Timestamp::from_millis(start + offset);
-            let verdict = authorize(&rule, trial.as_ref(), &res("r"), later);
+            let verdict = decide(&rule, trial.as_ref(), &res("r"), later);
             if offset < ttl_ms {
-                prop_assert_eq!(verdict, AuthorizeVerdict::Permit(TrialUpdate::Unchanged));
+                prop_assert_eq!(verdict, Verdict::Permit(TrialUpdate::Unchanged));
             } else {
-                prop_assert_eq!(verdict, AuthorizeVerdict::Deny(DenyReason::DurationLimitExceeded));
+                prop_assert_eq!(verdict, Verdict::Deny(DenyReason::DurationLimitExceeded));
             }
         }
 
@@ -348,8 +337,8 @@ mod tests {
             let mut trial = None;
             for r in requests {
                 let resource = res(&format!("r{r}"));
-                let verdict = authorize(&rule, trial.as_ref(), &resource, now);
-                let permitted = matches!(verdict, AuthorizeVerdict::Permit(_));
+                let verdict = decide(&rule, trial.as_ref(), &resource, now);
+                let permitted = matches!(verdict, Verdict::Permit(_));
                 trial = apply(trial, &verdict);
                 let used = trial.as_ref().map(|t| t.used_resources.clone()).unwrap_or_default();
                 prop_assert!(used.len() <= max as usize);

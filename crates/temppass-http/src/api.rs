@@ -151,7 +151,7 @@ async fn temppass_profile(
     let scope = sp.scope(mvpd_id);
     let now = state.now();
     let rule = &temppass.rule;
-    let lookup = TrialLookup { scope: &scope, device, identity: identity.as_ref(), valid_since: rule.valid_since(now) };
+    let lookup = TrialLookup::new(&scope, device, identity.as_ref(), rule, now);
     let trial = state.store_call(state.store().find_trial(lookup)).await?;
     let (not_before, not_after, used) = match profile_state(rule, trial.as_ref(), now) {
         ProfileState::Denied(reason) => return Err(ApiError::new(reason.into())),
@@ -288,7 +288,7 @@ pub(crate) async fn authorize(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    decide(state, path, headers, body, DecisionKind::Authorize).await
+    decisions(state, path, headers, body, DecisionKind::Authorize).await
 }
 
 pub(crate) async fn preauthorize(
@@ -297,10 +297,11 @@ pub(crate) async fn preauthorize(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    decide(state, path, headers, body, DecisionKind::Preauthorize).await
+    decisions(state, path, headers, body, DecisionKind::Preauthorize).await
 }
 
-async fn decide(
+/// Authorize and preauthorize: one decision per resource of the body.
+async fn decisions(
     State(state): State<AppState>,
     Path((sp, mvpd)): Path<(String, String)>,
     headers: HeaderMap,
@@ -337,8 +338,7 @@ async fn decide(
     let scope = sp.scope(&mvpd_id);
     let now = state.now();
     let rule = &temppass.rule;
-    let lookup =
-        TrialLookup { scope: &scope, device: &device, identity: identity.as_ref(), valid_since: rule.valid_since(now) };
+    let lookup = TrialLookup::new(&scope, &device, identity.as_ref(), rule, now);
     // Logs carry the device only as a hash: the tracking id (SPEC.md §9).
     tracing::debug!(tracking_id = %opaque_hash(&["tracking", device.as_str()]), mvpd = %mvpd_id, ?kind, "decision");
     let decisions = match kind {
@@ -346,10 +346,12 @@ async fn decide(
             let mut decisions = Vec::with_capacity(resources.len());
             for resource in &resources {
                 let outcome = state.store_call(state.store().authorize(lookup, rule, resource, now)).await?;
-                decisions.push(match (outcome.decision, outcome.trial) {
-                    (Ok(()), Some(trial)) => items.permit(&state, resource, &trial, now),
-                    (Err(reason), _) => items.deny(resource, ErrorBody::new(reason.into())),
-                    (Ok(()), None) => return Err(ApiError::new(ErrorCode::InternalServerError)),
+                decisions.push(match outcome.decision {
+                    Ok(()) => {
+                        let token = media_token(&state, &items, resource, &outcome.trial, now);
+                        items.permit(resource, &outcome.trial, now, token)
+                    }
+                    Err(reason) => items.deny(resource, ErrorBody::new(reason.into())),
                 });
             }
             decisions
@@ -403,28 +405,46 @@ impl<'a> Items<'a> {
         self.item(resource, true)
     }
 
-    fn permit(&self, state: &AppState, resource: &'a ResourceId, trial: &Trial, now: Timestamp) -> wire::Decision<'a> {
-        let settings = state.settings();
-        let exp = media_token_expiry(now, settings.media_token_ttl, trial.expires_at);
-        let claims = MediaTokenClaims {
-            iss: settings.public_url.clone(),
-            sp: self.sp.to_owned(),
-            mvpd: self.mvpd.to_owned(),
-            resource: resource.as_str().to_owned(),
-            sid: opaque_hash(&["trial", self.sp, self.mvpd, &trial.id.0.to_string()]),
-            iat: now.as_secs_floor(),
-            exp: exp.as_secs_floor(),
-            // From the thread's CSPRNG: `Uuid::new_v4` asks the kernel (a system call) every time.
-            jti: uuid::Builder::from_random_bytes(rand::random()).into_uuid().simple().to_string(),
-        };
-        let serialized_token = issue_media_token(&state.keys().signing, &claims);
+    /// A permit of `resource` on `trial`, carrying `token`.
+    fn permit(
+        &self,
+        resource: &'a ResourceId,
+        trial: &Trial,
+        now: Timestamp,
+        token: wire::MediaToken,
+    ) -> wire::Decision<'a> {
         wire::Decision {
             not_before: Some(now.as_millis()),
             not_after: Some(trial.expires_at.as_millis()),
-            token: Some(wire::MediaToken { not_before: now.as_millis(), not_after: exp.as_millis(), serialized_token }),
+            token: Some(token),
             ..self.item(resource, true)
         }
     }
+}
+
+/// Signs the media token of a permit of `resource` on `trial` (SPEC.md §8).
+fn media_token(
+    state: &AppState,
+    items: &Items<'_>,
+    resource: &ResourceId,
+    trial: &Trial,
+    now: Timestamp,
+) -> wire::MediaToken {
+    let settings = state.settings();
+    let exp = media_token_expiry(now, settings.media_token_ttl, trial.expires_at);
+    let claims = MediaTokenClaims {
+        iss: settings.public_url.clone(),
+        sp: items.sp.to_owned(),
+        mvpd: items.mvpd.to_owned(),
+        resource: resource.as_str().to_owned(),
+        sid: opaque_hash(&["trial", items.sp, items.mvpd, &trial.id.0.to_string()]),
+        iat: now.as_secs_floor(),
+        exp: exp.as_secs_floor(),
+        // From the thread's CSPRNG: `Uuid::new_v4` asks the kernel (a system call) every time.
+        jti: uuid::Builder::from_random_bytes(rand::random()).into_uuid().simple().to_string(),
+    };
+    let serialized_token = issue_media_token(&state.keys().signing, &claims);
+    wire::MediaToken { not_before: now.as_millis(), not_after: exp.as_millis(), serialized_token }
 }
 
 // --- sessions (SPEC.md §3) ---

@@ -160,3 +160,8 @@ impl Conn {
         result.map_err(to_store_error)
     }
 }
+
+/// Every write transaction: short, and `READ COMMITTED` (each statement sees
+/// what committed before it started; the locks of `locks.rs` do the rest).
+pub(crate) const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+pub(crate) const COMMIT: &str = "COMMIT";

@@ -9,29 +9,36 @@
 //! whose statements are pipelined: they are all sent before the first answer
 //! is read, so a transaction costs two network round trips (one for first
 //! uses on keys never bound, which read nothing). Atomicity comes
-//! from locks, taken in one global order (see `trials.rs` and
-//! docs/ARCHITECTURE.md); the decisions are `temppass_core`'s.
+//! from locks, taken in one global order (`locks.rs`); what each
+//! authorization decides and writes is `temppass_store::plan`.
 
+mod batch;
+mod batch_tx;
+mod bound_keys;
 mod connection;
+mod locks;
+mod lookup;
 mod migrate;
+mod reclaim;
 mod records;
+mod reset;
 mod shared_reads;
-mod trials;
+mod writer;
 
 #[cfg(feature = "testing")]
 pub mod testing;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
 use temppass_store::{
-    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, BoundKeys, Client, ReclaimReport, Session, Store,
-    StoreError, StoredSigningKey, TrialLookup,
+    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, BoundKeys, Client, KeyKind, ReclaimReport,
+    Session, Store, StoreError, StoredSigningKey, TrialLookup, plan,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
@@ -74,19 +81,19 @@ impl Default for PostgresOptions {
 pub struct PostgresStore {
     pool: Pool,
     /// Authorizations that write, waiting for a writer task (`write_in_batches`).
-    writes: mpsc::UnboundedSender<WriteRequest>,
+    writes: mpsc::UnboundedSender<writer::WriteRequest>,
     /// Writes sent and not yet taken by a writer task: at most `max_queued_writes`.
     queued: Arc<AtomicUsize>,
     max_queued_writes: usize,
     /// The trial lookups that need no transaction.
     shared: SharedReads,
     operation_timeout: Duration,
-    reclaim_cursor: Mutex<trials::ReclaimCursor>,
+    reclaim_cursor: Mutex<reclaim::ReclaimCursor>,
     /// Keys bound through this server or found in the database when it
     /// connected (a hint: see `BoundKeys`). A key another server bound since
     /// reads as never bound here: its authorization then takes the write
     /// path as a first use, whose insert fails on the key's binding, so its
-    /// transaction runs again the usual way (see `trials::FirstUseBackoff`),
+    /// transaction runs again the usual way (see `batch::FirstUseBackoff`),
     /// finds the trial and changes nothing; and the key is put in.
     bound: Arc<BoundKeys>,
     /// `host:port/dbname` for messages: never the password.
@@ -211,21 +218,21 @@ impl PostgresStore {
         let mut conn = connection::get(&pool, &target).await?;
         migrate::run(&mut conn).await?;
         // A size hint only: a count that fails or times out must not stop the server.
-        let bindings = trials::estimate_bindings(&mut conn).await.unwrap_or_else(|error| {
+        let bindings = bound_keys::estimate_bindings(&mut conn).await.unwrap_or_else(|error| {
             tracing::warn!(%error, "cannot count the bindings; the filter of bound keys is planned for few");
             0
         });
         drop(conn);
         // Room to grow by half before a restart plans a larger filter.
         let bound = Arc::new(BoundKeys::with_capacity(bindings + bindings / 2 + 1_000_000));
-        tokio::spawn(load_bound_keys(pool.clone(), target.clone(), Arc::downgrade(&bound)));
+        tokio::spawn(bound_keys::load_in_background(pool.clone(), target.clone(), Arc::downgrade(&bound)));
         let (writes, queue) = mpsc::unbounded_channel();
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
         let running = Arc::new(watch::Sender::new(0));
-        let first_uses = Arc::new(trials::FirstUseBackoff::default());
+        let first_uses = Arc::new(batch::FirstUseBackoff::default());
         let queued = Arc::new(AtomicUsize::new(0));
         for _ in 0..(options.pool_size / 4).clamp(1, 8) {
-            let writer = Writer {
+            let writer = writer::Writer {
                 pool: pool.clone(),
                 target: target.clone(),
                 deadline: options.operation_timeout,
@@ -275,177 +282,10 @@ impl PostgresStore {
     }
 }
 
-/// An authorization for a writer, and where its answer goes.
-type WriteRequest = (trials::WriteJob, oneshot::Sender<Result<AuthorizeOutcome, StoreError>>);
-
-/// Authorizations that one writer runs together at most.
-const WRITE_BATCH: usize = 64;
-
-/// How long a batch may run before another writer starts one beside it.
-/// Until then the authorizations that arrive wait for it and then go
-/// together, in one batch: on a busy server, a few large batches cost
-/// PostgreSQL much less than many small ones (statements, locks and a WAL
-/// flush per transaction). A batch older than this (one waiting for a lock
-/// held elsewhere, or a slow disk) no longer counts: the next starts at once.
-const OVERLAP_AFTER: Duration = Duration::from_millis(20);
-
-/// A task that takes the authorizations waiting and runs them in as few
-/// transactions as it can (`trials::authorize_batch`): one commit, one WAL
-/// flush, for many first uses. Several share the queue, each with a pooled
-/// connection per batch: one takes jobs at a time, and it waits until no
-/// batch younger than [`OVERLAP_AFTER`] runs before it takes them, so that
-/// they gather into one batch (group commit) while a slow batch holds back nobody.
-struct Writer {
-    pool: Pool,
-    target: String,
-    /// The whole batch, as `operation_timeout` bounds one operation.
-    deadline: Duration,
-    /// How many batches younger than [`OVERLAP_AFTER`] are running, shared by the writers.
-    running: Arc<watch::Sender<usize>>,
-    /// Whether first uses may skip their reads, shared by the writers.
-    first_uses: Arc<trials::FirstUseBackoff>,
-    /// The store's count of queued writes, which a writer lowers as it takes them.
-    queued: Arc<AtomicUsize>,
-}
-
-/// Counts a batch as young until it is dropped.
-struct Running(Arc<watch::Sender<usize>>);
-
-impl Running {
-    fn start(running: &Arc<watch::Sender<usize>>) -> Self {
-        running.send_modify(|count| *count += 1);
-        Self(Arc::clone(running))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.send_modify(|count| *count -= 1);
-    }
-}
-
-impl Writer {
-    /// Runs until the store, and with it the queue's sender, is dropped.
-    async fn write_in_batches(self, queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<WriteRequest>>>) {
-        let mut batch = Vec::with_capacity(WRITE_BATCH);
-        loop {
-            let mut waiting = queue.lock().await;
-            if waiting.recv_many(&mut batch, WRITE_BATCH).await == 0 {
-                return;
-            }
-            let mut idle = self.running.subscribe();
-            if *idle.borrow_and_update() > 0 {
-                // Let more gather behind the batch in flight, then take them all.
-                let _ = tokio::time::timeout(OVERLAP_AFTER, idle.wait_for(|count| *count == 0)).await;
-                while batch.len() < WRITE_BATCH {
-                    let Ok(request) = waiting.try_recv() else { break };
-                    batch.push(request);
-                }
-            }
-            self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
-            // Counted before the next writer may look at the queue.
-            let mut young = Some(Running::start(&self.running));
-            drop(waiting);
-            let (jobs, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-            let mut callers = Replies(replies.into_iter().map(Some).collect());
-            if !(0..jobs.len()).any(|index| trials::Callers::waiting(&callers, index)) {
-                continue;
-            }
-            let finished = {
-                let run = tokio::time::timeout(self.deadline, async {
-                    let mut conn = connection::get(&self.pool, &self.target).await?;
-                    trials::authorize_batch(&mut conn, &jobs, &mut callers, &self.first_uses).await;
-                    Ok::<(), StoreError>(())
-                });
-                tokio::pin!(run);
-                loop {
-                    tokio::select! {
-                        finished = &mut run => break finished,
-                        // Old enough: the writers waiting start beside it.
-                        () = tokio::time::sleep(OVERLAP_AFTER), if young.is_some() => young = None,
-                    }
-                }
-            };
-            drop(young);
-            let failed = match finished {
-                Ok(Ok(())) => None,
-                Ok(Err(error)) => Some(error),
-                Err(_) => Some(StoreError::Unavailable(format!(
-                    "PostgreSQL at {} did not answer within {:?}",
-                    self.target, self.deadline
-                ))),
-            };
-            // Those not answered yet: the batch stopped before their commit.
-            for reply in callers.0.into_iter().flatten() {
-                let error = failed
-                    .clone()
-                    .unwrap_or_else(|| StoreError::Internal("an authorization of a batch was never run".into()));
-                let _ = reply.send(Err(error));
-            }
-        }
-    }
-}
-
-/// The callers of a batch, each answered once.
-struct Replies(Vec<Option<oneshot::Sender<Result<AuthorizeOutcome, StoreError>>>>);
-
-impl trials::Callers for Replies {
-    fn waiting(&self, index: usize) -> bool {
-        self.0[index].as_ref().is_some_and(|reply| !reply.is_closed())
-    }
-
-    fn answer(&mut self, index: usize, answer: Result<AuthorizeOutcome, StoreError>) {
-        if let Some(reply) = self.0[index].take() {
-            let _ = reply.send(answer);
-        }
-    }
-}
-
-/// Puts every key bound in the database into the filter, a chunk per
-/// statement, then marks it complete; stops when the store is dropped. Keys
-/// bound meanwhile are put in by `authorize` itself. A chunk that fails (the
-/// database is busy or away) is tried again every second; until the walk is
-/// over every authorization reads first, as without the filter.
-async fn load_bound_keys(pool: Pool, target: String, bound: Weak<BoundKeys>) {
-    const CHUNK: i64 = 10_000;
-    let started = std::time::Instant::now();
-    let mut after = None;
-    let mut keys = 0;
-    let mut failing = false;
-    loop {
-        let Some(filter) = bound.upgrade() else { return };
-        let chunk = async {
-            let mut conn = connection::get(&pool, &target).await?;
-            trials::load_bound_keys(&mut conn, &filter, after.clone(), CHUNK).await
-        };
-        match chunk.await {
-            Ok((loaded, Some(last))) => {
-                keys += loaded;
-                after = Some(last);
-                failing = false;
-            }
-            Ok((loaded, None)) => {
-                filter.mark_complete();
-                keys += loaded;
-                tracing::info!(keys, ms = started.elapsed().as_millis() as u64, "bound keys loaded");
-                return;
-            }
-            Err(error) => {
-                if !failing {
-                    tracing::warn!(%error, "cannot load the bound keys yet; trying again every second");
-                    failing = true;
-                }
-                drop(filter);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-}
-
 #[async_trait]
 impl Store for PostgresStore {
     async fn find_trial(&self, lookup: TrialLookup<'_>) -> Result<Option<Trial>, StoreError> {
-        self.within_deadline(async { Ok(self.shared.find(lookup).await?.merged()) }).await
+        self.within_deadline(async { Ok(self.shared.find(lookup).await?.trial()) }).await
     }
 
     async fn authorize(
@@ -455,19 +295,17 @@ impl Store for PostgresStore {
         resource: &ResourceId,
         now: Timestamp,
     ) -> Result<AuthorizeOutcome, StoreError> {
-        // The rule and the clock decide which trials count, whatever the caller passed.
-        let lookup = TrialLookup { valid_since: rule.valid_since(now), ..lookup };
         self.within_deadline(async {
             // Most authorizations continue a trial that needs no write: one
             // statement answers those — unless a key was never bound (as far
             // as this server knows), when the read could only find nothing.
             // Linearizable: the statement reads one committed state, and an
             // authorization that changes nothing may be ordered at that point.
-            if self.bound.may_all_be_bound(lookup)
-                && let Some(outcome) =
-                    self.shared.find(lookup).await?.answer_without_write(lookup.identity.is_some(), rule, resource, now)
-            {
-                return Ok(outcome);
+            if self.bound.may_all_be_bound(lookup) {
+                let plan = plan(&self.shared.find(lookup).await?, lookup.identity.is_some(), rule, resource, now);
+                if plan.writes_nothing() {
+                    return plan.outcome(None);
+                }
             }
             let keys_never_bound = !self.bound.may_any_be_bound(lookup);
             // Before the write that may bind them, so that the filter never misses a key bound here.
@@ -478,7 +316,7 @@ impl Store for PostgresStore {
                 return Err(StoreError::Busy(format!("{queued} writes are already queued for the PostgreSQL writers")));
             }
             let (reply, answer) = oneshot::channel();
-            let job = trials::WriteJob::new(lookup, rule, resource, now).keys_never_bound(keys_never_bound);
+            let job = batch::WriteJob::new(lookup, rule, resource, now).keys_never_bound(keys_never_bound);
             self.writes
                 .send((job, reply))
                 .map_err(|_| StoreError::Internal("the PostgreSQL writers have stopped".into()))?;
@@ -490,7 +328,7 @@ impl Store for PostgresStore {
     async fn reset_devices(&self, scope: &RuleScope, device: Option<&DeviceId>) -> Result<(), StoreError> {
         self.within_deadline(async {
             let mut conn = self.conn().await?;
-            trials::reset(&mut conn, scope, trials::KeyKind::Device, device.map(DeviceId::as_str)).await
+            reset::reset(&mut conn, scope, KeyKind::Device, device.map(DeviceId::as_str)).await
         })
         .await
     }
@@ -498,7 +336,7 @@ impl Store for PostgresStore {
     async fn reset_identities(&self, scope: &RuleScope, identity: Option<&IdentityHash>) -> Result<(), StoreError> {
         self.within_deadline(async {
             let mut conn = self.conn().await?;
-            trials::reset(&mut conn, scope, trials::KeyKind::Identity, identity.map(IdentityHash::as_str)).await
+            reset::reset(&mut conn, scope, KeyKind::Identity, identity.map(IdentityHash::as_str)).await
         })
         .await
     }
@@ -592,7 +430,7 @@ impl Store for PostgresStore {
         let (report, walked) = self
             .within_deadline(async {
                 let mut conn = self.conn().await?;
-                trials::reclaim(&mut conn, cursor, now, budget.max(1)).await
+                reclaim::reclaim(&mut conn, cursor, now, budget.max(1)).await
             })
             .await?;
         // Only a committed step moves the cursor; should it fail, the range is walked again.

@@ -20,11 +20,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use temppass_store::{FoundTrials, StoreError, TrialLookup};
+use temppass_store::{Found, StoreError, TrialLookup};
 use tokio::sync::Semaphore;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use crate::{to_store_error, trials};
+use crate::{lookup, to_store_error};
 
 /// Lookups one lane carries at once.
 const IN_FLIGHT: usize = 32;
@@ -65,13 +65,13 @@ impl SharedReads {
     }
 
     /// The trials bound to the keys of `lookup`, as one committed state.
-    pub(crate) async fn find(&self, lookup: TrialLookup<'_>) -> Result<FoundTrials, StoreError> {
+    pub(crate) async fn find(&self, lookup: TrialLookup<'_>) -> Result<Found, StoreError> {
         let lane = &self.lanes[self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len()];
         let _turn = lane.turns.acquire().await.map_err(|_| StoreError::Internal("a lookup lane was closed".into()))?;
         let reader = self.reader(lane).await?;
         // Dropped without being disarmed — an error, or the caller's deadline — it retires the connection.
         let mut retire = Retire { lane, reader: Some(&reader) };
-        let found = trials::find(&reader.client, &reader.find, lookup).await;
+        let found = lookup::find(&reader.client, &reader.find, lookup).await;
         if found.is_ok() {
             retire.reader = None;
         }
@@ -107,7 +107,7 @@ impl SharedReads {
                 tracing::debug!(%error, "a shared PostgreSQL read connection closed");
             }
         });
-        let find = client.prepare(trials::FIND).await.map_err(to_store_error)?;
+        let find = client.prepare(lookup::FIND).await.map_err(to_store_error)?;
         Ok(Reader { client, find })
     }
 }

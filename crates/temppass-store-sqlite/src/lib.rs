@@ -25,8 +25,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
 use temppass_store::{
-    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, BoundKeys, Client, OwnedLookup, ReclaimReport,
-    Session, Store, StoreError, StoredSigningKey, TrialLookup,
+    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, BoundKeys, Client, KeyKind, OwnedLookup,
+    ReclaimReport, Session, Store, StoreError, StoredSigningKey, TrialLookup,
 };
 
 /// The writer checkpoints the WAL itself only past this many pages (16 MiB):
@@ -180,7 +180,7 @@ fn configure(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<()>
 #[async_trait]
 impl Store for SqliteStore {
     async fn find_trial(&self, lookup: TrialLookup<'_>) -> Result<Option<Trial>, StoreError> {
-        self.read(|conn| trials::find(conn, lookup).map(|found| found.merged()))
+        self.read(|conn| trials::find(conn, lookup).map(|found| found.trial()))
     }
 
     async fn authorize(
@@ -190,16 +190,13 @@ impl Store for SqliteStore {
         resource: &ResourceId,
         now: Timestamp,
     ) -> Result<AuthorizeOutcome, StoreError> {
-        // The rule and the clock decide which trials count, whatever the caller passed.
-        let lookup = TrialLookup { valid_since: rule.valid_since(now), ..lookup };
         // Most authorizations continue a trial that needs no write: answer
         // those from a reader — unless a key was never bound, as on a first
         // authorization, when the read could only find nothing.
         if self.bound.may_all_be_bound(lookup)
-            && let Some(outcome) =
-                self.read(|conn| trials::authorize_without_write(conn, lookup, rule, resource, now))?
+            && let Some(plan) = self.read(|conn| trials::plan_without_write(conn, lookup, rule, resource, now))?
         {
-            return Ok(outcome);
+            return plan.outcome(None);
         }
         // Before the write that may bind them, so that the filter never misses a bound key.
         self.bound.insert_lookup(lookup);
@@ -212,13 +209,13 @@ impl Store for SqliteStore {
     async fn reset_devices(&self, scope: &RuleScope, device: Option<&DeviceId>) -> Result<(), StoreError> {
         let scope = scope.clone();
         let key = device.map(|d| d.as_str().to_owned());
-        self.write(move |tx| trials::reset(tx, &scope, trials::KeyKind::Device, key.as_deref())).await
+        self.write(move |tx| trials::reset(tx, &scope, KeyKind::Device, key.as_deref())).await
     }
 
     async fn reset_identities(&self, scope: &RuleScope, identity: Option<&IdentityHash>) -> Result<(), StoreError> {
         let scope = scope.clone();
         let key = identity.map(|i| i.as_str().to_owned());
-        self.write(move |tx| trials::reset(tx, &scope, trials::KeyKind::Identity, key.as_deref())).await
+        self.write(move |tx| trials::reset(tx, &scope, KeyKind::Identity, key.as_deref())).await
     }
 
     async fn create_application(&self, application: &Application) -> Result<(), StoreError> {

@@ -3,78 +3,76 @@
 //! A trial is found through a binding `(service provider, mvpd, key kind, key) → trial`.
 //! A binding counts only while its generation equals the current generation of
 //! its `(service provider, mvpd, key kind)`; "reset all" bumps that number.
-//! The decision itself is `temppass_core::authorize`; this module only loads
-//! and stores.
+//! What an authorization decides and writes is `temppass_store::plan`; this
+//! module reads the bindings into a `Found` and writes the plan, all inside
+//! the writer's one transaction.
 
-use rusqlite::{Connection, OptionalExtension, params};
-use temppass_core::{
-    AuthorizeVerdict, ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId, TrialUpdate, authorize as decide, merge,
+use rusqlite::{Connection, params};
+use temppass_core::{ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId};
+use temppass_store::{
+    AuthorizeOutcome, Bound, BoundKeys, Found, KeyKind, Plan, PlannedTrial, StoreError, TrialLookup, plan,
 };
-use temppass_store::{AuthorizeOutcome, BoundKeys, FoundTrials, StoreError, TrialLookup};
 
 use crate::to_store_error;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KeyKind {
-    Device = 0,
-    Identity = 1,
-}
-
-// The filter of bound keys is loaded from `bindings.key_kind`: the codes must agree.
-const _: () = assert!(
-    KeyKind::Device as i64 == temppass_store::DEVICE_KEY && KeyKind::Identity as i64 == temppass_store::IDENTITY_KEY
-);
-
-/// The trial bound to one key of a lookup, of kind `$kind` and bound as
-/// `$key` (?3 the device, ?4 the identity): ?1 service provider, ?2 mvpd, ?5 valid since.
+/// The binding of one key of a lookup, whatever its generation, with its
+/// trial: of kind `$kind`, bound as `$key` (?3 the device, ?4 the identity);
+/// ?1 service provider, ?2 mvpd, ?5 valid since. Column 2 says whether it counts.
 macro_rules! find_branch {
     ($kind:literal, $key:literal) => {
         concat!(
             "SELECT ",
             $kind,
-            ", t.id, t.started_at_ms, t.expires_at_ms, t.used_resources
-             FROM bindings b JOIN trials t ON t.id = b.trial_id
+            ", b.trial_id,
+                    b.generation = COALESCE(
+                        (SELECT generation FROM generations
+                         WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = ",
+            $kind,
+            "), 0) AND t.started_at_ms >= ?5,
+                    t.started_at_ms, t.expires_at_ms, t.used_resources
+             FROM bindings b LEFT JOIN trials t ON t.id = b.trial_id
              WHERE b.service_provider = ?1 AND b.mvpd = ?2 AND b.key_kind = ",
             $kind,
             " AND b.key = ",
-            $key,
-            "
-               AND b.generation = COALESCE(
-                     (SELECT generation FROM generations
-                      WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = ",
-            $kind,
-            "), 0)
-               AND t.started_at_ms >= ?5"
+            $key
         )
     };
 }
 
-/// The trial bound to a lookup's device: ?1 service provider, ?2 mvpd, ?3
+/// The binding of a lookup's device: ?1 service provider, ?2 mvpd, ?3
 /// device, ?5 valid since (?4, the identity, is not used).
 const FIND_DEVICE: &str = find_branch!("0", "?3");
 
-/// The trials bound to a lookup's device and identity, in one statement so
+/// The bindings of a lookup's device and identity, in one statement so
 /// one snapshot (and one read lock) answers for both: ?4 is the identity.
 const FIND_BOTH: &str = concat!(find_branch!("0", "?3"), " UNION ALL ", find_branch!("1", "?4"));
 
-/// A trial from a row of [`FIND_BOTH`] or [`FIND_DEVICE`]: its columns 1 to 4.
-fn trial_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<Trial> {
-    let used: String = row.get(4)?;
-    Ok(Trial {
-        id: TrialId(row.get(1)?),
-        started_at: Timestamp::from_millis(row.get(2)?),
-        expires_at: Timestamp::from_millis(row.get(3)?),
-        used_resources: decode_resources(&used)?,
-    })
+/// A binding from a row of [`FIND_BOTH`] or [`FIND_DEVICE`], with its kind.
+fn bound_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Bound)> {
+    let trial_id = TrialId(row.get(1)?);
+    let counts: Option<bool> = row.get(2)?;
+    let current = match (counts, row.get::<_, Option<i64>>(3)?, row.get::<_, Option<i64>>(4)?) {
+        (Some(true), Some(started), Some(expires)) => {
+            let used: String = row.get(5)?;
+            Some(Trial {
+                id: trial_id,
+                started_at: Timestamp::from_millis(started),
+                expires_at: Timestamp::from_millis(expires),
+                used_resources: decode_resources(&used)?,
+            })
+        }
+        _ => None,
+    };
+    Ok((row.get(0)?, Bound { trial_id, current }))
 }
 
 fn decode_resources(json: &str) -> rusqlite::Result<Vec<ResourceId>> {
     let raw: Vec<String> = serde_json::from_str(json)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?;
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e)))?;
     raw.iter()
         .map(|r| {
             ResourceId::parse(r)
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e)))
         })
         .collect()
 }
@@ -84,7 +82,7 @@ fn encode_resources(resources: &[ResourceId]) -> String {
     serde_json::Value::from(raw).to_string()
 }
 
-pub(crate) fn find(conn: &Connection, lookup: TrialLookup<'_>) -> rusqlite::Result<FoundTrials> {
+pub(crate) fn find(conn: &Connection, lookup: TrialLookup<'_>) -> rusqlite::Result<Found> {
     let sp = lookup.scope.service_provider.as_str();
     let mvpd = lookup.scope.mvpd.as_str();
     let device = lookup.device.as_str();
@@ -100,13 +98,11 @@ pub(crate) fn find(conn: &Connection, lookup: TrialLookup<'_>) -> rusqlite::Resu
             statement.query(params![sp, mvpd, device, identity.as_str(), since])?
         }
     };
-    let mut found = FoundTrials { by_device: None, by_identity: None };
+    let mut found = Found::default();
     while let Some(row) = rows.next()? {
-        let trial = trial_from(row)?;
-        if row.get::<_, i64>(0)? == KeyKind::Device as i64 {
-            found.by_device = Some(trial);
-        } else {
-            found.by_identity = Some(trial);
+        let (kind, bound) = bound_from(row)?;
+        if let Some(kind) = KeyKind::from_code(kind) {
+            found.set(kind, bound);
         }
     }
     Ok(found)
@@ -114,17 +110,19 @@ pub(crate) fn find(conn: &Connection, lookup: TrialLookup<'_>) -> rusqlite::Resu
 
 /// Answers an authorization that changes nothing (every key bound to one
 /// trial, and the resource needs no new slot), or `None` when a write is needed.
-pub(crate) fn authorize_without_write(
+pub(crate) fn plan_without_write(
     conn: &Connection,
     lookup: TrialLookup<'_>,
     rule: &Rule,
     resource: &ResourceId,
     now: Timestamp,
-) -> rusqlite::Result<Option<AuthorizeOutcome>> {
-    Ok(find(conn, lookup)?.answer_without_write(lookup.identity.is_some(), rule, resource, now))
+) -> rusqlite::Result<Option<Plan>> {
+    let plan = plan(&find(conn, lookup)?, lookup.identity.is_some(), rule, resource, now);
+    Ok(plan.writes_nothing().then_some(plan))
 }
 
-/// The whole authorization inside the writer's transaction: find, merge, decide, record, bind.
+/// The whole authorization inside the writer's transaction: read the
+/// bindings, plan, and write the plan.
 pub(crate) fn authorize(
     conn: &Connection,
     lookup: TrialLookup<'_>,
@@ -133,44 +131,37 @@ pub(crate) fn authorize(
     now: Timestamp,
 ) -> Result<AuthorizeOutcome, StoreError> {
     let found = find(conn, lookup).map_err(to_store_error)?;
-    let device_trial = found.by_device.as_ref().map(|t| t.id);
-    let identity_trial = found.by_identity.as_ref().map(|t| t.id);
-    let mut trial = match (found.by_device, found.by_identity) {
-        (Some(a), Some(b)) if a.id != b.id => {
-            let (survivor, absorbed) = merge(a, b);
-            absorb(conn, &survivor, &absorbed).map_err(to_store_error)?;
-            Some(survivor)
-        }
-        (a, b) => a.or(b),
-    };
-    let verdict = decide(rule, trial.as_ref(), resource, now);
-    let decision = match verdict {
-        AuthorizeVerdict::Deny(reason) => Err(reason),
-        AuthorizeVerdict::Permit(TrialUpdate::Unchanged) => Ok(()),
-        AuthorizeVerdict::Permit(TrialUpdate::Start { started_at, expires_at, used_resources }) => {
-            let id =
-                insert_trial(conn, lookup.scope, started_at, expires_at, &used_resources).map_err(to_store_error)?;
-            trial = Some(Trial { id, started_at, expires_at, used_resources });
-            Ok(())
-        }
-        AuthorizeVerdict::Permit(TrialUpdate::AddResource(resource)) => {
-            let Some(current) = trial.as_mut() else {
-                return Err(StoreError::Internal("a resource was added to no trial".into()));
-            };
-            current.used_resources.push(resource);
-            update_resources(conn, current).map_err(to_store_error)?;
-            Ok(())
-        }
-    };
-    if let Some(trial) = &trial {
-        if device_trial != Some(trial.id) {
-            bind(conn, lookup.scope, KeyKind::Device, lookup.device.as_str(), trial.id).map_err(to_store_error)?;
-        }
-        if let Some(identity) = lookup.identity.filter(|_| identity_trial != Some(trial.id)) {
-            bind(conn, lookup.scope, KeyKind::Identity, identity.as_str(), trial.id).map_err(to_store_error)?;
-        }
+    let plan = plan(&found, lookup.identity.is_some(), rule, resource, now);
+    let started = write(conn, lookup, &plan).map_err(to_store_error)?;
+    plan.outcome(started)
+}
+
+/// Writes `plan` in its order; answers the id of the trial it started, if any.
+fn write(conn: &Connection, lookup: TrialLookup<'_>, plan: &Plan) -> rusqlite::Result<Option<TrialId>> {
+    if let Some(merge) = plan.merge {
+        conn.prepare_cached("UPDATE bindings SET trial_id = ?1 WHERE trial_id = ?2")?
+            .execute(params![merge.survivor.0, merge.absorbed.0])?;
+        conn.prepare_cached("DELETE FROM trials WHERE id = ?1")?.execute(params![merge.absorbed.0])?;
     }
-    Ok(AuthorizeOutcome { decision, trial })
+    let (trial, started) = match &plan.trial {
+        PlannedTrial::Start(new) => {
+            let id = insert_trial(conn, lookup.scope, new.started_at, new.expires_at, &new.used_resources)?;
+            (id, Some(id))
+        }
+        PlannedTrial::Keep(kept) => {
+            if plan.resources_changed {
+                update_resources(conn, kept)?;
+            }
+            (kept.id, None)
+        }
+    };
+    for key in plan.bind.iter().filter_map(|&kind| lookup.key(kind)) {
+        bind(conn, lookup.scope, key, trial)?;
+    }
+    for old in &plan.delete_if_unbound {
+        delete_if_unbound(conn, old.0)?;
+    }
+    Ok(started)
 }
 
 fn insert_trial(
@@ -202,25 +193,8 @@ fn update_resources(conn: &Connection, trial: &Trial) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Moves every binding of `absorbed` to `survivor` and drops `absorbed`.
-fn absorb(conn: &Connection, survivor: &Trial, absorbed: &Trial) -> rusqlite::Result<()> {
-    update_resources(conn, survivor)?;
-    conn.prepare_cached("UPDATE bindings SET trial_id = ?1 WHERE trial_id = ?2")?
-        .execute(params![survivor.id.0, absorbed.id.0])?;
-    conn.prepare_cached("DELETE FROM trials WHERE id = ?1")?.execute(params![absorbed.id.0])?;
-    Ok(())
-}
-
-/// Binds a key to a trial. A trial the key pointed to before (one that a
-/// scheduled reset made absent) is deleted once nothing else finds it: lazy,
-/// O(1) reclaiming on the path that made it garbage.
-fn bind(conn: &Connection, scope: &RuleScope, kind: KeyKind, key: &str, trial: TrialId) -> rusqlite::Result<()> {
-    let previous: Option<i64> = conn
-        .prepare_cached(
-            "SELECT trial_id FROM bindings WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = ?3 AND key = ?4",
-        )?
-        .query_row(params![scope.service_provider.as_str(), scope.mvpd.as_str(), kind as i64, key], |row| row.get(0))
-        .optional()?;
+/// Binds a key to a trial with its current generation.
+fn bind(conn: &Connection, scope: &RuleScope, (kind, key): (KeyKind, &str), trial: TrialId) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO bindings (service_provider, mvpd, key_kind, key, generation, trial_id)
          VALUES (?1, ?2, ?3, ?4, COALESCE(
@@ -228,10 +202,7 @@ fn bind(conn: &Connection, scope: &RuleScope, kind: KeyKind, key: &str, trial: T
          ON CONFLICT (service_provider, mvpd, key_kind, key)
          DO UPDATE SET generation = excluded.generation, trial_id = excluded.trial_id",
     )?
-    .execute(params![scope.service_provider.as_str(), scope.mvpd.as_str(), kind as i64, key, trial.0])?;
-    if let Some(previous) = previous.filter(|p| *p != trial.0) {
-        delete_if_unbound(conn, previous)?;
-    }
+    .execute(params![scope.service_provider.as_str(), scope.mvpd.as_str(), kind.code(), key, trial.0])?;
     Ok(())
 }
 
@@ -250,7 +221,7 @@ pub(crate) fn reset(conn: &Connection, scope: &RuleScope, kind: KeyKind, key: Op
                 "INSERT INTO generations (service_provider, mvpd, key_kind, generation) VALUES (?1, ?2, ?3, 1)
                  ON CONFLICT (service_provider, mvpd, key_kind) DO UPDATE SET generation = generation + 1",
             )
-            .and_then(|mut s| s.execute(params![sp, mvpd, kind as i64]))
+            .and_then(|mut s| s.execute(params![sp, mvpd, kind.code()]))
             .map(drop),
         Some(key) => reset_one(conn, sp, mvpd, kind, key),
     };
@@ -263,7 +234,7 @@ fn reset_one(conn: &Connection, sp: &str, mvpd: &str, kind: KeyKind, key: &str) 
             "DELETE FROM bindings WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = ?3 AND key = ?4
              RETURNING trial_id",
         )?
-        .query_map(params![sp, mvpd, kind as i64, key], |row| row.get(0))?
+        .query_map(params![sp, mvpd, kind.code(), key], |row| row.get(0))?
         // Stepping to the end finishes the statement (see insert_trial).
         .collect::<rusqlite::Result<Vec<i64>>>()?
         .into_iter()

@@ -3,7 +3,7 @@
 //!
 //! A store may answer an authorization that changes nothing from a read, and
 //! write only when that read finds the keys unbound (see
-//! [`crate::FoundTrials::answer_without_write`]). For a first authorization the
+//! [`crate::Plan::writes_nothing`]). For a first authorization the
 //! read is wasted: the device was never seen. This filter says "never bound"
 //! for a key it was never given, so the store can go straight to the write,
 //! which checks every key again inside its own transaction anyway (by a
@@ -28,9 +28,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::TrialLookup;
 
 /// The code of a device key, as in both stores' `bindings.key_kind`.
-pub const DEVICE_KEY: i64 = 0;
+pub const DEVICE_KEY: i64 = crate::KeyKind::Device.code() as i64;
 /// The code of an identity key, as in both stores' `bindings.key_kind`.
-pub const IDENTITY_KEY: i64 = 1;
+pub const IDENTITY_KEY: i64 = crate::KeyKind::Identity.code() as i64;
 
 /// Bits planned per key: with [`BITS_PER_KEY_SET`] bits per key in 512-bit
 /// blocks this gives about 1% false positives at the planned number of keys.

@@ -347,7 +347,7 @@ async fn permit(store: &dyn Store, keys: &Keys, rule: &Rule, resource_id: &str, 
         Ok(()),
         "authorize({keys:?}, {resource_id:?}, now {now_ms}) should permit: {outcome:?}"
     );
-    outcome.trial.unwrap_or_else(|| panic!("a permit for {keys:?} came without its trial"))
+    outcome.trial
 }
 
 /// Authorizes and returns the trial of the deny; panics unless the deny is `reason`.
@@ -365,7 +365,7 @@ async fn deny(
         Err(reason),
         "authorize({keys:?}, {resource_id:?}, now {now_ms}) should deny with {reason:?}: {outcome:?}"
     );
-    outcome.trial.unwrap_or_else(|| panic!("a deny for {keys:?} came without its trial"))
+    outcome.trial
 }
 
 fn resource_set(trial: &Trial) -> BTreeSet<&str> {
@@ -529,7 +529,7 @@ pub async fn concurrent_first_authorizations_create_one_trial(store: Arc<dyn Sto
     let mut trials = BTreeSet::new();
     for outcome in outcomes {
         assert_eq!(outcome.decision, Ok(()), "a concurrent first authorization was denied: {outcome:?}");
-        let trial = outcome.trial.unwrap_or_else(|| panic!("a permit came without its trial"));
+        let trial = outcome.trial;
         trials.insert((trial.id, trial.started_at, trial.expires_at));
     }
     assert_eq!(trials.len(), 1, "{TASKS} concurrent first authorizations saw several trials: {trials:?}");
@@ -583,7 +583,7 @@ pub async fn concurrent_authorizations_never_use_more_than_max_resources(store: 
         match outcome.decision {
             Ok(()) => {
                 permitted.insert(resource_id.as_str());
-                let trial = outcome.trial.as_ref().unwrap_or_else(|| panic!("a permit came without its trial"));
+                let trial = &outcome.trial;
                 assert!(trial.used_resources.contains(&resource(resource_id)), "{resource_id} permitted but not used");
                 trial_ids.insert(trial.id);
             }
@@ -722,7 +722,7 @@ pub async fn concurrent_requests_from_new_devices_with_a_known_identity_never_sp
     .await;
     for outcome in &outcomes {
         assert_eq!(outcome.decision, Ok(()), "a new device with a known identity was denied: {outcome:?}");
-        let continued = outcome.trial.as_ref().unwrap_or_else(|| panic!("a permit came without its trial"));
+        let continued = &outcome.trial;
         assert_same_trial(continued, &trial, "a new device with a known identity");
     }
     for k in 0..DEVICES {
@@ -741,7 +741,7 @@ pub async fn concurrent_requests_from_new_devices_with_a_known_identity_never_sp
         .iter()
         .map(|o| {
             assert_eq!(o.decision, Ok(()), "a first authorization was denied: {o:?}");
-            o.trial.as_ref().map_or_else(|| panic!("a permit came without its trial"), |t| t.id)
+            o.trial.id
         })
         .collect();
     assert_eq!(ids.len(), 1, "concurrent first authorizations of one device and identity split: {ids:?}");

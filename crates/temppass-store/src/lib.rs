@@ -8,7 +8,7 @@
 //! row locks in PostgreSQL).
 
 mod bound_keys;
-mod found;
+mod plan;
 mod records;
 
 #[cfg(feature = "conformance")]
@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
 
 pub use bound_keys::{BoundKeys, DEVICE_KEY, IDENTITY_KEY};
-pub use found::FoundTrials;
+pub use plan::{Bound, Found, KeyKind, Merge, NewTrial, Plan, PlannedTrial, plan};
 pub use records::{
     AccessGrant, AccessToken, ApiKey, Application, CLIENT_IDLE_MS, Client, ReclaimReport, Session, StoredSigningKey,
     holds_nul,
@@ -60,7 +60,29 @@ pub struct TrialLookup<'a> {
     pub identity: Option<&'a IdentityHash>,
     /// Trials that started before this instant count as absent (the rule's
     /// scheduled reset, [`Rule::valid_since`]); `Timestamp::from_millis(i64::MIN)` when none.
+    /// [`TrialLookup::new`] is the one place that computes it.
     pub valid_since: Timestamp,
+}
+
+impl<'a> TrialLookup<'a> {
+    /// The lookup of a request under `rule` at `now`: which trials count follows from the rule's scheduled reset.
+    pub fn new(
+        scope: &'a RuleScope,
+        device: &'a DeviceId,
+        identity: Option<&'a IdentityHash>,
+        rule: &Rule,
+        now: Timestamp,
+    ) -> Self {
+        Self { scope, device, identity, valid_since: rule.valid_since(now) }
+    }
+
+    /// The lookup's key of `kind`, as bound: `None` for an identity it does not have.
+    pub fn key(&self, kind: KeyKind) -> Option<(KeyKind, &'a str)> {
+        match kind {
+            KeyKind::Device => Some((kind, self.device.as_str())),
+            KeyKind::Identity => self.identity.map(|identity| (kind, identity.as_str())),
+        }
+    }
 }
 
 /// A [`TrialLookup`] that owns its keys, for one that waits in a queue (a
@@ -93,12 +115,13 @@ impl OwnedLookup {
     }
 }
 
-/// The answer of [`Store::authorize`].
+/// The answer of [`Store::authorize`]: a permit or a deny, and the trial it
+/// was decided on as it stands after the authorization (a deny always has
+/// one: only a trial can run out; a permit with none started one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorizeOutcome {
     pub decision: Result<(), temppass_core::DenyReason>,
-    /// The trial as it stands after this authorization (absent only on a deny without a trial, which cannot happen today).
-    pub trial: Option<Trial>,
+    pub trial: Trial,
 }
 
 /// Everything temppass keeps. Every method is one atomic operation.
@@ -111,10 +134,10 @@ pub trait Store: Send + Sync + 'static {
     /// merge would give (the merge itself happens on the next authorization).
     async fn find_trial(&self, lookup: TrialLookup<'_>) -> Result<Option<Trial>, StoreError>;
 
-    /// Decides and records one authorization atomically: finds (or merges) the
-    /// trial, applies [`temppass_core::authorize`] and writes its update, so
+    /// Decides and records one authorization atomically: reads the bindings
+    /// of the lookup's keys, and writes the [`plan`] made from them, so
     /// concurrent calls behave as if they ran one after another. Which trials
-    /// count is `rule.valid_since(now)`; `lookup.valid_since` is ignored here.
+    /// count is `lookup.valid_since` (see [`TrialLookup::new`]).
     async fn authorize(
         &self,
         lookup: TrialLookup<'_>,
