@@ -82,7 +82,7 @@ mod tests {
     }
 
     fn new_york_midnight() -> DailyReset {
-        DailyReset::parse("00:00", "America/New_York").unwrap_or_else(|e| panic!("{e}"))
+        DailyReset::parse("00:00", "America/New_York").expect("a valid daily reset")
     }
 
     #[test]
@@ -111,14 +111,14 @@ mod tests {
     #[test]
     fn a_reset_inside_the_spring_forward_gap_happens_right_after_the_gap() {
         // 2026-03-08 02:30 does not exist in New York; clocks jump from 02:00 EST to 03:00 EDT.
-        let reset = DailyReset::parse("02:30", "America/New_York").unwrap_or_else(|e| panic!("{e}"));
+        let reset = DailyReset::parse("02:30", "America/New_York").expect("a valid daily reset");
         assert_eq!(reset.most_recent_instant(ms("2026-03-08T12:00:00Z")), ms("2026-03-08T07:30:00Z"));
     }
 
     #[test]
     fn a_reset_inside_the_fall_back_fold_happens_once_at_the_first_occurrence() {
         // 2026-11-01 01:30 happens twice in New York; the first is 05:30Z (EDT).
-        let reset = DailyReset::parse("01:30", "America/New_York").unwrap_or_else(|e| panic!("{e}"));
+        let reset = DailyReset::parse("01:30", "America/New_York").expect("a valid daily reset");
         assert_eq!(reset.most_recent_instant(ms("2026-11-01T06:10:00Z")), ms("2026-11-01T05:30:00Z"));
         assert_eq!(reset.most_recent_instant(ms("2026-11-01T06:40:00Z")), ms("2026-11-01T05:30:00Z"));
     }

@@ -90,7 +90,7 @@ mod tests {
 
     fn headers(name: &'static str, value: &str) -> HeaderMap {
         let mut map = HeaderMap::new();
-        map.insert(name, HeaderValue::from_str(value).unwrap_or_else(|e| panic!("{e}")));
+        map.insert(name, HeaderValue::from_str(value).expect("a valid header value"));
         map
     }
 

@@ -6,6 +6,10 @@
 //! single reclaiming step (the longest the writer is held).
 //! `TEMPPASS_BENCH_TRIALS` sets the size (default 1 000 000).
 
+// A benchmark stops at its first failed step, as a test does; clippy's
+// allow-expect-in-tests does not cover a bench target.
+#![allow(clippy::expect_used, reason = "benchmark code")]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,13 +23,13 @@ const NOW_MS: i64 = 1_700_000_000_000;
 
 fn scope() -> RuleScope {
     RuleScope {
-        service_provider: ServiceProviderId::parse("REF30").unwrap_or_else(|e| panic!("{e}")),
-        mvpd: MvpdId::parse("TempPass").unwrap_or_else(|e| panic!("{e}")),
+        service_provider: ServiceProviderId::parse("REF30").expect("a valid service provider id"),
+        mvpd: MvpdId::parse("TempPass").expect("a valid mvpd id"),
     }
 }
 
 fn rule() -> Rule {
-    Rule { kind: RuleKind::Basic, ttl: DurationMs::parse("1d").unwrap_or_else(|e| panic!("{e}")), reset: None }
+    Rule { kind: RuleKind::Basic, ttl: DurationMs::parse("1d").expect("a valid duration"), reset: None }
 }
 
 async fn fill(store: &Arc<SqliteStore>, trials: usize) {
@@ -35,9 +39,9 @@ async fn fill(store: &Arc<SqliteStore>, trials: usize) {
         let store = Arc::clone(store);
         handles.push(tokio::spawn(async move {
             let (scope, rule) = (scope(), rule());
-            let resource = ResourceId::parse("res").unwrap_or_else(|e| panic!("{e}"));
+            let resource = ResourceId::parse("res").expect("a valid resource id");
             for n in (task..trials).step_by(tasks) {
-                let device = DeviceId::parse(&format!("device-{n:08}")).unwrap_or_else(|e| panic!("{e}"));
+                let device = DeviceId::parse(&format!("device-{n:08}")).expect("a valid device id");
                 let lookup = TrialLookup {
                     scope: &scope,
                     device: &device,
@@ -47,12 +51,12 @@ async fn fill(store: &Arc<SqliteStore>, trials: usize) {
                 store
                     .authorize(lookup, &rule, &resource, Timestamp::from_millis(NOW_MS))
                     .await
-                    .unwrap_or_else(|e| panic!("fill: {e}"));
+                    .expect("authorize succeeds while filling the store");
             }
         }));
     }
     for handle in handles {
-        handle.await.unwrap_or_else(|e| panic!("fill task: {e}"));
+        handle.await.expect("a fill task finishes");
     }
 }
 
@@ -67,15 +71,15 @@ async fn time_resets(store: &SqliteStore, trials: usize, label: &str) {
     let scope = scope();
     let mut one = Vec::new();
     for n in 0..200.min(trials.max(1)) {
-        let device = DeviceId::parse(&format!("device-{n:08}")).unwrap_or_else(|e| panic!("{e}"));
+        let device = DeviceId::parse(&format!("device-{n:08}")).expect("a valid device id");
         let start = Instant::now();
-        store.reset_devices(&scope, Some(&device)).await.unwrap_or_else(|e| panic!("reset one: {e}"));
+        store.reset_devices(&scope, Some(&device)).await.expect("resetting one device succeeds");
         one.push(start.elapsed());
     }
     let mut all = Vec::new();
     for _ in 0..200 {
         let start = Instant::now();
-        store.reset_devices(&scope, None).await.unwrap_or_else(|e| panic!("reset all: {e}"));
+        store.reset_devices(&scope, None).await.expect("resetting all devices succeeds");
         all.push(start.elapsed());
     }
     println!("{label:<22} reset one device: {}", summary(one));
@@ -85,15 +89,14 @@ async fn time_resets(store: &SqliteStore, trials: usize, label: &str) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let trials: usize = std::env::var("TEMPPASS_BENCH_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let dir = tempfile::tempdir().expect("a temporary directory");
 
-    let small =
-        SqliteStore::open(dir.path().join("one.db"), SqliteOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let small = SqliteStore::open(dir.path().join("one.db"), SqliteOptions::default()).expect("the small store opens");
     let small = Arc::new(small);
     fill(&small, 1).await;
     time_resets(&small, 1, "store of 1 trial:").await;
 
-    let big = SqliteStore::open(dir.path().join("big.db"), SqliteOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let big = SqliteStore::open(dir.path().join("big.db"), SqliteOptions::default()).expect("the big store opens");
     let big = Arc::new(big);
     let start = Instant::now();
     fill(&big, trials).await;
@@ -109,7 +112,7 @@ async fn main() {
     let (mut bindings, mut removed_trials) = (0, 0);
     loop {
         let step = Instant::now();
-        let report = big.reclaim(Timestamp::from_millis(NOW_MS), 500).await.unwrap_or_else(|e| panic!("reclaim: {e}"));
+        let report = big.reclaim(Timestamp::from_millis(NOW_MS), 500).await.expect("reclaim succeeds");
         longest = longest.max(step.elapsed());
         bindings += report.bindings;
         removed_trials += report.trials;

@@ -223,11 +223,11 @@ mod tests {
     }
 
     fn writer_with_queue(max_queued: usize) -> (Writer, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let conn = Connection::open(dir.path().join("w.db")).unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let conn = Connection::open(dir.path().join("w.db")).expect("the database opens");
         conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (name TEXT PRIMARY KEY)")
-            .unwrap_or_else(|e| panic!("{e}"));
-        (Writer::start(conn, max_queued).unwrap_or_else(|e| panic!("{e}")), dir)
+            .expect("the test table is created");
+        (Writer::start(conn, max_queued).expect("the writer starts"), dir)
     }
 
     fn later() -> Instant {
@@ -239,10 +239,10 @@ mod tests {
     }
 
     fn names(dir: &tempfile::TempDir) -> Vec<String> {
-        let conn = Connection::open(dir.path().join("w.db")).unwrap_or_else(|e| panic!("{e}"));
-        let mut statement = conn.prepare("SELECT name FROM t ORDER BY name").unwrap_or_else(|e| panic!("{e}"));
-        let rows = statement.query_map([], |row| row.get(0)).unwrap_or_else(|e| panic!("{e}"));
-        rows.collect::<Result<_, _>>().unwrap_or_else(|e| panic!("{e}"))
+        let conn = Connection::open(dir.path().join("w.db")).expect("the database opens");
+        let mut statement = conn.prepare("SELECT name FROM t ORDER BY name").expect("the query prepares");
+        let rows = statement.query_map([], |row| row.get(0)).expect("the query runs");
+        rows.collect::<Result<_, _>>().expect("every row is a name")
     }
 
     /// Runs `writes` as one batch: a first write holds the writer until all are queued.
@@ -332,7 +332,7 @@ mod tests {
             Ok(())
         });
         let hold = tokio::spawn(hold);
-        running.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|e| panic!("the first write never ran: {e}"));
+        running.recv_timeout(Duration::from_secs(10)).expect("the first write runs within 10 s");
         // The writer thread is busy with the first write: these two wait in the queue.
         let queued = [writer.write(later(), insert("a")), writer.write(later(), insert("b"))];
         let refused = writer.write(later(), insert("c")).await;

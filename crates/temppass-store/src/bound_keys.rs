@@ -232,12 +232,12 @@ mod tests {
     fn a_lookup_may_have_a_bound_key_when_any_of_its_keys_may_be_bound() {
         use temppass_core::{DeviceId, IdentityHash, MvpdId, RuleScope, ServiceProviderId, Timestamp};
         let scope = RuleScope {
-            service_provider: ServiceProviderId::parse("REF30").unwrap_or_else(|e| panic!("{e}")),
-            mvpd: MvpdId::parse("flexibleTempPass").unwrap_or_else(|e| panic!("{e}")),
+            service_provider: ServiceProviderId::parse("REF30").expect("a valid service provider id"),
+            mvpd: MvpdId::parse("flexibleTempPass").expect("a valid mvpd id"),
         };
-        let (known, new) = (DeviceId::parse("known").unwrap_or_else(|e| panic!("{e}")), DeviceId::parse("new"));
-        let new = new.unwrap_or_else(|e| panic!("{e}"));
-        let identity = IdentityHash::from_value("fan@example.com").unwrap_or_else(|e| panic!("{e}"));
+        let (known, new) = (DeviceId::parse("known").expect("a valid device id"), DeviceId::parse("new"));
+        let new = new.expect("a valid device id");
+        let identity = IdentityHash::from_value("fan@example.com").expect("a valid identity");
         let filter = BoundKeys::with_capacity(10);
         filter.insert("REF30", "flexibleTempPass", DEVICE_KEY, "known");
         filter.mark_complete();

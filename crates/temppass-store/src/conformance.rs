@@ -17,6 +17,10 @@
 //! `rt-multi-thread`) among its dependencies. [`StoreWithGuard`] keeps a
 //! temporary directory or database alive exactly as long as its store.
 
+// Test code that ships behind a feature, so clippy's allow-expect-in-tests
+// does not see it as a test: a step the suite relies on says so with expect.
+#![allow(clippy::expect_used, reason = "the conformance suite is test code")]
+
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -402,7 +406,7 @@ where
         .collect();
     let mut results = Vec::with_capacity(count);
     for handle in handles {
-        results.push(handle.await.unwrap_or_else(|e| panic!("a concurrent task failed: {e}")));
+        results.push(handle.await.expect("a concurrent task finishes"));
     }
     results
 }
@@ -751,7 +755,7 @@ pub async fn concurrent_requests_from_new_devices_with_a_known_identity_never_sp
 pub async fn a_trial_started_before_the_scheduled_reset_is_absent_and_replaced(store: Arc<dyn Store>) {
     let store = &*store;
     let [scope, promotional_scope, _] = three_scopes();
-    let reset = DailyReset::parse("00:00", "UTC").unwrap_or_else(|e| panic!("daily reset: {e}"));
+    let reset = DailyReset::parse("00:00", "UTC").expect("a valid daily reset");
     // A TTL longer than a day: only the reset can end the first trial.
     let rule = Rule { kind: RuleKind::Basic, ttl: ttl("2d"), reset: Some(reset.clone()) };
     let keys_at = |now_ms: i64| Keys::device(&scope, "device-1").valid_since(rule.valid_since(at(now_ms)));
@@ -804,7 +808,7 @@ pub async fn resetting_one_device_starts_it_afresh_and_touches_nothing_else(stor
     }
 
     let device = reset.device.clone();
-    store.reset_devices(&scope, Some(&device)).await.unwrap_or_else(|e| panic!("reset_devices failed: {e}"));
+    store.reset_devices(&scope, Some(&device)).await.expect("reset_devices succeeds");
     assert_eq!(find(store, &reset).await, None, "the reset device still finds its trial");
     for (keys, trial) in untouched.iter().zip(&kept) {
         assert_eq!(find(store, keys).await.as_ref(), Some(trial), "resetting device-1 changed {keys:?}");
@@ -817,13 +821,13 @@ pub async fn resetting_one_device_starts_it_afresh_and_touches_nothing_else(stor
     let expired_ms = T0_MS + 2 * HOUR_MS;
     deny(store, &untouched[0], &rule, "res-1", expired_ms, DenyReason::DurationLimitExceeded).await;
     let device = untouched[0].device.clone();
-    store.reset_devices(&scope, Some(&device)).await.unwrap_or_else(|e| panic!("reset_devices failed: {e}"));
+    store.reset_devices(&scope, Some(&device)).await.expect("reset_devices succeeds");
     let fresh = permit(store, &untouched[0], &rule, "res-1", expired_ms).await;
     assert_eq!(fresh.started_at, at(expired_ms), "an expired device is still expired after its reset");
 
     // Resetting an unknown device succeeds and changes nothing.
     let unknown = Keys::device(&scope, "never-seen").device;
-    store.reset_devices(&scope, Some(&unknown)).await.unwrap_or_else(|e| panic!("resetting an unknown device: {e}"));
+    store.reset_devices(&scope, Some(&unknown)).await.expect("resetting an unknown device succeeds");
     assert_eq!(find(store, &untouched[1]).await.as_ref(), Some(&kept[1]));
 }
 
@@ -843,7 +847,7 @@ pub async fn resetting_all_devices_starts_every_device_of_the_scope_afresh_and_t
         kept.push(permit(store, keys, &rule, "res-1", T0_MS).await);
     }
 
-    store.reset_devices(&scope, None).await.unwrap_or_else(|e| panic!("reset_devices(all) failed: {e}"));
+    store.reset_devices(&scope, None).await.expect("reset_devices(all) succeeds");
     for keys in &reset {
         assert_eq!(find(store, keys).await, None, "{keys:?} still finds its trial after a reset of all devices");
     }
@@ -855,7 +859,7 @@ pub async fn resetting_all_devices_starts_every_device_of_the_scope_afresh_and_t
     assert_eq!(find(store, &reset[1]).await, None, "a new authorization revived another device's old trial");
 
     // A second reset of all works as the first.
-    store.reset_devices(&scope, None).await.unwrap_or_else(|e| panic!("second reset_devices(all) failed: {e}"));
+    store.reset_devices(&scope, None).await.expect("a second reset_devices(all) succeeds");
     assert_eq!(find(store, &reset[0]).await, None, "a second reset of all devices missed a new trial");
     let fresh = permit(store, &reset[0], &rule, "res-1", T0_MS + 2 * MINUTE_MS).await;
     assert_eq!(fresh.started_at, at(T0_MS + 2 * MINUTE_MS));
@@ -876,7 +880,7 @@ pub async fn resetting_one_identity_removes_only_that_identity_binding(store: Ar
     }
 
     let one = identity("one@example.com");
-    store.reset_identities(&scope, Some(&one)).await.unwrap_or_else(|e| panic!("reset_identities failed: {e}"));
+    store.reset_identities(&scope, Some(&one)).await.expect("reset_identities succeeds");
     let by_identity = Keys::promotional(&scope, "fresh-device", "one@example.com");
     assert_eq!(find(store, &by_identity).await, None, "the reset identity still finds its trial");
     assert_same_trial(&found(store, &Keys::device(&scope, "d1")).await, &first, "an identity reset removed a device");
@@ -905,7 +909,7 @@ pub async fn resetting_all_identities_removes_every_identity_binding_of_the_scop
         elsewhere.push(permit(store, &Keys::promotional(other, "d0", values[0]), &rule, "res-1", T0_MS).await);
     }
 
-    store.reset_identities(&scope, None).await.unwrap_or_else(|e| panic!("reset_identities(all) failed: {e}"));
+    store.reset_identities(&scope, None).await.expect("reset_identities(all) succeeds");
     for (k, (value, trial)) in values.iter().zip(&trials).enumerate() {
         let keys = Keys::promotional(&scope, "fresh-device", value);
         assert_eq!(find(store, &keys).await, None, "{value} still finds a trial after a reset of all identities");
@@ -932,7 +936,7 @@ pub async fn a_promotional_trial_survives_a_device_reset_through_its_identity_un
     let keys = Keys::promotional(&scope, "tv", "viewer@example.com");
     let trial = permit(store, &keys, &rule, "res-1", T0_MS).await;
 
-    store.reset_devices(&scope, Some(&keys.device)).await.unwrap_or_else(|e| panic!("reset_devices failed: {e}"));
+    store.reset_devices(&scope, Some(&keys.device)).await.expect("reset_devices succeeds");
     assert_eq!(find(store, &Keys::device(&scope, "tv")).await, None, "the reset device alone still finds the trial");
     let by_identity = found(store, &Keys::promotional(&scope, "phone", "viewer@example.com")).await;
     assert_eq!(by_identity, trial, "the identity lost the trial or its resources in a device reset");
@@ -941,9 +945,9 @@ pub async fn a_promotional_trial_survives_a_device_reset_through_its_identity_un
     assert_eq!(continued, trial, "the device with its identity did not continue the trial");
     assert_eq!(find(store, &Keys::device(&scope, "tv")).await, Some(trial.clone()), "the device is not bound again");
 
-    store.reset_devices(&scope, Some(&keys.device)).await.unwrap_or_else(|e| panic!("reset_devices failed: {e}"));
+    store.reset_devices(&scope, Some(&keys.device)).await.expect("reset_devices succeeds");
     let value = identity("viewer@example.com");
-    store.reset_identities(&scope, Some(&value)).await.unwrap_or_else(|e| panic!("reset_identities failed: {e}"));
+    store.reset_identities(&scope, Some(&value)).await.expect("reset_identities succeeds");
     assert_eq!(find(store, &keys).await, None, "a trial with no binding left is still found");
     let fresh = permit(store, &keys, &rule, "res-2", T0_MS + 2 * MINUTE_MS).await;
     // Trial ids are never reused: media tokens carry a `sid` derived from the id.
@@ -954,10 +958,10 @@ pub async fn a_promotional_trial_survives_a_device_reset_through_its_identity_un
     // The same with resets of all.
     let keys = Keys::promotional(&other_scope, "tv", "viewer@example.com");
     let trial = permit(store, &keys, &rule, "res-1", T0_MS).await;
-    store.reset_devices(&other_scope, None).await.unwrap_or_else(|e| panic!("reset_devices(all) failed: {e}"));
+    store.reset_devices(&other_scope, None).await.expect("reset_devices(all) succeeds");
     assert_eq!(find(store, &Keys::device(&other_scope, "tv")).await, None);
     assert_eq!(find(store, &keys).await, Some(trial), "the identity lost the trial in a reset of all devices");
-    store.reset_identities(&other_scope, None).await.unwrap_or_else(|e| panic!("reset_identities(all) failed: {e}"));
+    store.reset_identities(&other_scope, None).await.expect("reset_identities(all) succeeds");
     assert_eq!(find(store, &keys).await, None, "a trial with no binding left is still found");
 }
 
@@ -972,7 +976,7 @@ pub async fn a_new_trial_never_reuses_the_id_of_a_removed_trial(store: Arc<dyn S
     for step in 0..3 {
         let trial = permit(store, &keys, &rule, "res-1", T0_MS + step * MINUTE_MS).await;
         assert!(seen.insert(trial.id), "a trial after {step} resets reuses an old id: {trial:?}");
-        store.reset_devices(&scope, Some(&keys.device)).await.unwrap_or_else(|e| panic!("reset_devices failed: {e}"));
+        store.reset_devices(&scope, Some(&keys.device)).await.expect("reset_devices succeeds");
     }
 
     // A merge removes the absorbed trial; its id stays retired too.
@@ -1129,10 +1133,10 @@ pub async fn clients_and_access_tokens_round_trip_with_their_application(store: 
     let bare = Client { client_id: "client-2".into(), redirect_uris: vec![], ..client.clone() };
     for client in [&client, &bare] {
         store.create_client(client).await.unwrap_or_else(|e| panic!("create_client({}) failed: {e}", client.client_id));
-        let found = store.find_client(&client.client_id).await.unwrap_or_else(|e| panic!("find_client failed: {e}"));
+        let found = store.find_client(&client.client_id).await.expect("find_client succeeds");
         assert_eq!(found.as_ref(), Some(client), "the client does not round-trip");
     }
-    let unknown = store.find_client("client-unknown").await.unwrap_or_else(|e| panic!("find_client failed: {e}"));
+    let unknown = store.find_client("client-unknown").await.expect("find_client succeeds");
     assert_eq!(unknown, None);
     let duplicate = Client { secret_hash: "another".into(), ..client.clone() };
     assert_conflict(store.create_client(&duplicate).await, "a second client with id client-1");
@@ -1146,7 +1150,7 @@ pub async fn clients_and_access_tokens_round_trip_with_their_application(store: 
         created_at: at(T0_MS + MINUTE_MS),
         expires_at: at(T0_MS + MINUTE_MS + 6 * HOUR_MS),
     };
-    store.create_access_token(&token).await.unwrap_or_else(|e| panic!("create_access_token failed: {e}"));
+    store.create_access_token(&token).await.expect("create_access_token succeeds");
     let grant = |hash: &'static str| async move {
         store.find_access_grant(hash).await.unwrap_or_else(|e| panic!("find_access_grant({hash:?}) failed: {e}"))
     };
@@ -1178,7 +1182,7 @@ pub async fn sessions_are_created_found_and_updated_and_their_codes_are_unique(s
     let find_session = |code: &'static str| async move {
         store.find_session(code).await.unwrap_or_else(|e| panic!("find_session({code:?}) failed: {e}"))
     };
-    store.create_session(&session).await.unwrap_or_else(|e| panic!("create_session failed: {e}"));
+    store.create_session(&session).await.expect("create_session succeeds");
     assert_eq!(find_session("ABCD2345").await, Some(session.clone()), "the session does not round-trip");
     assert_eq!(find_session("ZZZZ9999").await, None);
 
@@ -1192,11 +1196,11 @@ pub async fn sessions_are_created_found_and_updated_and_their_codes_are_unique(s
         redirect_url: Some("https://example.com/done".into()),
         ..session.clone()
     };
-    store.update_session(&completed).await.unwrap_or_else(|e| panic!("update_session failed: {e}"));
+    store.update_session(&completed).await.expect("update_session succeeds");
     assert_eq!(find_session("ABCD2345").await, Some(completed), "the update is not stored");
 
     let deviceless = Session { code: "WXYZ6789".into(), device: None, ..session };
-    store.create_session(&deviceless).await.unwrap_or_else(|e| panic!("create_session failed: {e}"));
+    store.create_session(&deviceless).await.expect("create_session succeeds");
     assert_eq!(find_session("WXYZ6789").await, Some(deviceless), "a session without a device does not round-trip");
 }
 
@@ -1235,7 +1239,7 @@ pub async fn text_with_a_nul_is_refused_and_looked_up_as_absent_by_every_backend
     };
     invalid(store.create_session(&session).await, "a session domain name with NUL");
     let stored = Session { domain_name: None, ..session.clone() };
-    store.create_session(&stored).await.unwrap_or_else(|e| panic!("create_session failed: {e}"));
+    store.create_session(&stored).await.expect("create_session succeeds");
     invalid(store.update_session(&session).await, "an update with a NUL domain name");
 
     let absent = |what: &str, found: Result<bool, StoreError>| match found {
@@ -1250,7 +1254,7 @@ pub async fn text_with_a_nul_is_refused_and_looked_up_as_absent_by_every_backend
     absent("find_api_key with NUL", store.find_api_key("k\0").await.map(|k| k.is_some()));
     absent("revoke_application with NUL", store.revoke_application("de\0mo", at(T0_MS)).await);
     absent("revoke_api_key with NUL", store.revoke_api_key("k\0", at(T0_MS)).await);
-    let kept = store.find_session("ABCD2345").await.unwrap_or_else(|e| panic!("find_session failed: {e}"));
+    let kept = store.find_session("ABCD2345").await.expect("find_session succeeds");
     assert_eq!(kept, Some(stored), "a refused update changed the session");
 }
 
@@ -1268,7 +1272,7 @@ async fn ensure_signing_key(store: &dyn Store, candidate: &StoredSigningKey) -> 
 }
 
 async fn signing_keys(store: &dyn Store) -> Vec<StoredSigningKey> {
-    store.signing_keys().await.unwrap_or_else(|e| panic!("signing_keys failed: {e}"))
+    store.signing_keys().await.expect("signing_keys succeeds")
 }
 
 pub async fn ensuring_a_signing_key_keeps_the_first_one(store: Arc<dyn Store>) {
@@ -1328,16 +1332,16 @@ pub async fn api_keys_are_created_found_and_revoked(store: Arc<dyn Store>) {
         created_at: at(T0_MS),
         revoked_at: None,
     };
-    store.create_api_key(&key).await.unwrap_or_else(|e| panic!("create_api_key: {e}"));
-    let found = store.find_api_key(&key.key_hash).await.unwrap_or_else(|e| panic!("find_api_key: {e}"));
+    store.create_api_key(&key).await.expect("create_api_key succeeds");
+    let found = store.find_api_key(&key.key_hash).await.expect("find_api_key succeeds");
     assert_eq!(found.as_ref(), Some(&key));
     assert_eq!(store.find_api_key(&"b".repeat(64)).await.ok().flatten(), None, "an unknown hash found a key");
     assert!(matches!(store.create_api_key(&key).await, Err(StoreError::Conflict(_))), "a duplicate key was stored");
-    let revoked = store.revoke_api_key(&key.key_hash, at(T0_MS + 5)).await.unwrap_or_else(|e| panic!("revoke: {e}"));
+    let revoked = store.revoke_api_key(&key.key_hash, at(T0_MS + 5)).await.expect("revoke_api_key succeeds");
     assert!(revoked, "revoking a live key answered false");
-    let again = store.revoke_api_key(&key.key_hash, at(T0_MS + 6)).await.unwrap_or_else(|e| panic!("revoke: {e}"));
+    let again = store.revoke_api_key(&key.key_hash, at(T0_MS + 6)).await.expect("revoke_api_key succeeds");
     assert!(!again, "revoking twice answered true");
-    let found = store.find_api_key(&key.key_hash).await.unwrap_or_else(|e| panic!("find_api_key: {e}"));
+    let found = store.find_api_key(&key.key_hash).await.expect("find_api_key succeeds");
     assert_eq!(found.and_then(|k| k.revoked_at), Some(at(T0_MS + 5)));
 }
 
@@ -1345,7 +1349,7 @@ pub async fn api_keys_are_created_found_and_revoked(store: Arc<dyn Store>) {
 async fn reclaim_fully(store: &dyn Store, now_ms: i64) -> ReclaimReport {
     let mut total = ReclaimReport::default();
     for _ in 0..1000 {
-        let report = store.reclaim(at(now_ms), 3).await.unwrap_or_else(|e| panic!("reclaim: {e}"));
+        let report = store.reclaim(at(now_ms), 3).await.expect("reclaim succeeds");
         total.bindings += report.bindings;
         total.trials += report.trials;
         total.sessions += report.sessions;
@@ -1375,12 +1379,12 @@ pub async fn reclaiming_after_a_reset_all_removes_superseded_bindings_and_their_
         elsewhere_trials.push(permit(store, keys, &rule, "res", T0_MS).await);
     }
 
-    store.reset_devices(&here, None).await.unwrap_or_else(|e| panic!("reset_devices: {e}"));
+    store.reset_devices(&here, None).await.expect("reset_devices succeeds");
     let report = reclaim_fully(store, T0_MS + 1).await;
     assert_eq!(report.bindings, 11, "every superseded device binding should go: {report:?}");
     assert_eq!(report.trials, 10, "the ten device-only trials should go, the one with an identity stays: {report:?}");
 
-    let by_identity = Keys { device: DeviceId::parse("new-device").unwrap_or_else(|e| panic!("{e}")), ..both.clone() };
+    let by_identity = Keys { device: DeviceId::parse("new-device").expect("a valid device id"), ..both.clone() };
     assert_same_trial(&found(store, &by_identity).await, &both_trial, "the identity's trial after reclaiming");
     for (keys, trial) in elsewhere.iter().zip(&elsewhere_trials) {
         assert_same_trial(&found(store, keys).await, trial, "a trial of another scope after reclaiming");
@@ -1402,7 +1406,7 @@ pub async fn reclaiming_removes_expired_sessions_and_access_tokens_only(store: A
         created_at: at(T0_MS),
         revoked_at: None,
     };
-    store.create_application(&application).await.unwrap_or_else(|e| panic!("create_application: {e}"));
+    store.create_application(&application).await.expect("create_application succeeds");
     for (n, expires_ms) in [(0, T0_MS + MINUTE_MS), (1, T0_MS + HOUR_MS)] {
         let token = AccessToken {
             id: format!("token-{n}"),
@@ -1413,7 +1417,7 @@ pub async fn reclaiming_removes_expired_sessions_and_access_tokens_only(store: A
             created_at: at(T0_MS),
             expires_at: at(expires_ms),
         };
-        store.create_access_token(&token).await.unwrap_or_else(|e| panic!("create_access_token: {e}"));
+        store.create_access_token(&token).await.expect("create_access_token succeeds");
         let session = Session {
             code: format!("CODE000{n}"),
             service_provider: service_provider("REF30"),
@@ -1424,7 +1428,7 @@ pub async fn reclaiming_removes_expired_sessions_and_access_tokens_only(store: A
             created_at: at(T0_MS),
             expires_at: at(expires_ms),
         };
-        store.create_session(&session).await.unwrap_or_else(|e| panic!("create_session: {e}"));
+        store.create_session(&session).await.expect("create_session succeeds");
     }
     let report = reclaim_fully(store, T0_MS + 2 * MINUTE_MS).await;
     assert_eq!((report.sessions, report.access_tokens), (1, 1), "{report:?}");
@@ -1444,7 +1448,7 @@ pub async fn reclaiming_removes_clients_idle_for_thirty_days_that_hold_no_token(
         created_at: at(T0_MS),
         revoked_at: None,
     };
-    store.create_application(&application).await.unwrap_or_else(|e| panic!("create_application: {e}"));
+    store.create_application(&application).await.expect("create_application succeeds");
     let now_ms = T0_MS + CLIENT_IDLE_MS + DAY_MS;
     // (client id, registered at, holds a live token)
     let clients = [("old-idle", T0_MS, false), ("old-busy", T0_MS, true), ("recent-idle", now_ms - DAY_MS, false)];
@@ -1456,7 +1460,7 @@ pub async fn reclaiming_removes_clients_idle_for_thirty_days_that_hold_no_token(
             redirect_uris: vec![],
             issued_at: at(issued_ms),
         };
-        store.create_client(&client).await.unwrap_or_else(|e| panic!("create_client: {e}"));
+        store.create_client(&client).await.expect("create_client succeeds");
         if busy {
             let token = AccessToken {
                 id: format!("token-of-{client_id}"),
@@ -1467,7 +1471,7 @@ pub async fn reclaiming_removes_clients_idle_for_thirty_days_that_hold_no_token(
                 created_at: at(now_ms - HOUR_MS),
                 expires_at: at(now_ms + HOUR_MS),
             };
-            store.create_access_token(&token).await.unwrap_or_else(|e| panic!("create_access_token: {e}"));
+            store.create_access_token(&token).await.expect("create_access_token succeeds");
         }
     }
     let report = reclaim_fully(store, now_ms).await;

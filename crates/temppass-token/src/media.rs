@@ -231,8 +231,8 @@ mod tests {
     }
 
     fn decode_json(segment: &str) -> serde_json::Value {
-        let bytes = URL_SAFE_NO_PAD.decode(segment).unwrap_or_else(|error| panic!("not base64url: {error}"));
-        serde_json::from_slice(&bytes).unwrap_or_else(|error| panic!("not JSON: {error}"))
+        let bytes = URL_SAFE_NO_PAD.decode(segment).expect("a base64url segment");
+        serde_json::from_slice(&bytes).expect("a JSON segment")
     }
 
     #[test]
@@ -243,7 +243,7 @@ mod tests {
     #[test]
     fn issuing_a_media_token_signs_its_claims_as_json() {
         let [_, payload, _] = segments(&token());
-        let expected = serde_json::to_value(claims_at(NOW)).unwrap_or_else(|error| panic!("{error}"));
+        let expected = serde_json::to_value(claims_at(NOW)).expect("the claims serialize to JSON");
         assert_eq!(decode_json(&payload), expected);
     }
 
@@ -300,7 +300,7 @@ mod tests {
     #[test]
     fn a_token_with_a_tampered_signature_is_an_invalid_signature() {
         let [header, payload, signature] = segments(&token());
-        let mut signature_bytes = URL_SAFE_NO_PAD.decode(signature).unwrap_or_else(|error| panic!("{error}"));
+        let mut signature_bytes = URL_SAFE_NO_PAD.decode(signature).expect("a base64url signature");
         for index in [0, 31, 32, 63] {
             let mut tampered = signature_bytes.clone();
             tampered[index] ^= 0x01;
@@ -323,14 +323,14 @@ mod tests {
         let [_, payload, _] = segments(&token());
         let header = b64(serde_json::json!({"alg": "HS256", "kid": key().kid(), "typ": "JWT"}).to_string());
         let signing_input = format!("{header}.{payload}");
-        let public_key_bytes = URL_SAFE_NO_PAD.decode(key().public_jwk().x).unwrap_or_else(|error| panic!("{error}"));
+        let public_key_bytes = URL_SAFE_NO_PAD.decode(key().public_jwk().x).expect("a base64url public key");
         let mac = hmac_sha256(&public_key_bytes, signing_input.as_bytes());
         assert_eq!(verify_at(&format!("{signing_input}.{}", b64(mac)), NOW), Verdict::InvalidSignature);
     }
 
     #[test]
     fn a_correctly_signed_token_missing_a_claim_is_an_invalid_format() {
-        let complete = serde_json::to_value(claims_at(NOW)).unwrap_or_else(|error| panic!("{error}"));
+        let complete = serde_json::to_value(claims_at(NOW)).expect("the claims serialize to JSON");
         for claim in ["iss", "sp", "mvpd", "resource", "sid", "iat", "exp", "jti"] {
             let mut claims = complete.clone();
             if let Some(object) = claims.as_object_mut() {
@@ -342,7 +342,7 @@ mod tests {
 
     #[test]
     fn a_correctly_signed_token_with_a_claim_of_the_wrong_type_is_an_invalid_format() {
-        let complete = serde_json::to_value(claims_at(NOW)).unwrap_or_else(|error| panic!("{error}"));
+        let complete = serde_json::to_value(claims_at(NOW)).expect("the claims serialize to JSON");
         for (claim, value) in
             [("exp", serde_json::json!("soon")), ("iat", serde_json::json!(1.5)), ("sid", serde_json::json!(1))]
         {
@@ -371,7 +371,7 @@ mod tests {
 
     #[test]
     fn a_correctly_signed_token_with_extra_claims_is_valid() {
-        let mut claims = serde_json::to_value(claims_at(NOW)).unwrap_or_else(|error| panic!("{error}"));
+        let mut claims = serde_json::to_value(claims_at(NOW)).expect("the claims serialize to JSON");
         claims["aud"] = serde_json::json!("cdn");
         assert_eq!(verify_at(&key().sign_json(&claims), NOW), Verdict::Valid(claims_at(NOW)));
     }
@@ -434,7 +434,7 @@ mod tests {
         let stranger = issue_media_token(&SigningKey::from_seed([8; 32]), &claims_at(NOW));
         assert_eq!(verify_media_token(&stranger, &jwks(), &late), Verdict::InvalidSignature);
         // A bad format beats a bad signature.
-        let mut claims = serde_json::to_value(claims_at(NOW)).unwrap_or_else(|error| panic!("{error}"));
+        let mut claims = serde_json::to_value(claims_at(NOW)).expect("the claims serialize to JSON");
         if let Some(object) = claims.as_object_mut() {
             object.remove("jti");
         }

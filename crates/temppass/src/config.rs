@@ -680,7 +680,7 @@ ttl = "10m"
 
     #[test]
     fn the_bundled_example_is_valid() {
-        let config = parse(EXAMPLE, []).unwrap_or_else(|e| panic!("{e:#}"));
+        let config = parse(EXAMPLE, []).expect("the bundled example is valid");
         assert_eq!(config.storage, StorageUrl::Sqlite(PathBuf::from("temppass-data/temppass.db")));
         assert_eq!(config.settings.service_providers.len(), 1);
     }
@@ -693,7 +693,7 @@ ttl = "10m"
             ("TEMPPASS_TEST_POSTGRES_URL".to_owned(), "postgres://ignored".to_owned()),
             ("TEMPPASS_DEMO__ENABLED".to_owned(), "false".to_owned()),
         ];
-        let config = parse(EXAMPLE, env).unwrap_or_else(|e| panic!("{e:#}"));
+        let config = parse(EXAMPLE, env).expect("the example with these overrides is valid");
         assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(config.storage, StorageUrl::Sqlite(PathBuf::from("/tmp/x.db")));
         assert!(!config.demo_enabled);
@@ -780,7 +780,7 @@ ttl = "10m"
             ("TEMPPASS_STORAGE__URL".to_owned(), "postgres://temppass:s3cret@db.internal:5432/temppass".to_owned()),
             ("TEMPPASS_STORAGE__POOL_SIZE".to_owned(), "32".to_owned()),
         ];
-        let config = parse(EXAMPLE, env).unwrap_or_else(|e| panic!("{e:#}"));
+        let config = parse(EXAMPLE, env).expect("the example with these overrides is valid");
         let StorageUrl::Postgres(url) = &config.storage else { panic!("not PostgreSQL: {:?}", config.storage) };
         assert_eq!(url.expose(), "postgres://temppass:s3cret@db.internal:5432/temppass");
         assert_eq!(url.redacted(), "postgres://temppass:***@db.internal:5432/temppass");
@@ -807,7 +807,8 @@ ttl = "10m"
         for good in [r#"["example.com"]"#, r#"["Shop.Example.org."]"#, r#"["localhost"]"#] {
             assert!(parse(&with_domains(good), []).is_ok(), "{good}");
         }
-        let config = parse(&with_domains(r#"["Shop.Example.org."]"#), []).unwrap_or_else(|e| panic!("{e:#}"));
+        let config = parse(&with_domains(r#"["Shop.Example.org."]"#), [])
+            .expect("a domain with capitals and a trailing dot is valid");
         assert_eq!(config.settings.service_providers[0].domains, ["shop.example.org"]);
         for bad in [
             r#"["com"]"#,
@@ -825,7 +826,7 @@ ttl = "10m"
 
     #[test]
     fn connection_limits_have_defaults_and_are_validated_by_name() {
-        let config = parse(ONE_RULE, []).unwrap_or_else(|e| panic!("{e:#}"));
+        let config = parse(ONE_RULE, []).expect("one rule and the default limits are valid");
         assert_eq!(config.connections.max_connections, 10_000);
         assert_eq!(config.connections.header_read_timeout, Duration::from_secs(10));
         assert_eq!(config.connections.keep_alive_timeout, Duration::from_secs(5));
@@ -837,7 +838,7 @@ ttl = "10m"
             &format!("[server]\nmax_connections = 20\nshutdown_grace = \"2s\"\nbody_timeout = \"1s\"\n{ONE_RULE}"),
             [("TEMPPASS_SERVER__KEEP_ALIVE_TIMEOUT".to_owned(), "30s".to_owned())],
         )
-        .unwrap_or_else(|e| panic!("{e:#}"));
+        .expect("the connection limits set are valid");
         assert_eq!(set.connections.max_connections, 20);
         assert_eq!(set.connections.keep_alive_timeout, Duration::from_secs(30));
         assert_eq!(set.connections.shutdown_grace, Duration::from_secs(2));
@@ -895,7 +896,7 @@ ttl = "10m"
     #[test]
     fn the_issuer_follows_the_listen_address_unless_it_is_set() {
         let env = [("TEMPPASS_SERVER__LISTEN".to_owned(), "127.0.0.1:8099".to_owned())];
-        let config = parse(EXAMPLE, env).unwrap_or_else(|e| panic!("{e:#}"));
+        let config = parse(EXAMPLE, env).expect("the example with these overrides is valid");
         assert_eq!(config.settings.public_url, "http://127.0.0.1:8099");
         let set = parse(&format!("[server]\npublic_url = \"https://tv.example.com\"\n{ONE_RULE}"), []);
         assert_eq!(set.map(|c| c.settings.public_url).ok().as_deref(), Some("https://tv.example.com"));
@@ -903,15 +904,15 @@ ttl = "10m"
 
     #[test]
     fn a_relative_sqlite_path_is_resolved_next_to_the_configuration_file() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().expect("a temporary directory");
         let file = dir.path().join("temppass.toml");
         std::fs::write(&file, format!("[storage]\nurl = \"sqlite://data/t.db\"\n{ONE_RULE}"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let config = load(Some(&file), []).unwrap_or_else(|e| panic!("{e:#}"));
+            .expect("the configuration file is written");
+        let config = load(Some(&file), []).expect("the configuration file loads");
         assert_eq!(config.storage, StorageUrl::Sqlite(dir.path().join("data/t.db")));
         assert_eq!(config.origin, file.display().to_string());
-        let bundled = load(None, []).unwrap_or_else(|e| panic!("{e:#}"));
-        let cwd = std::env::current_dir().unwrap_or_else(|e| panic!("{e}"));
+        let bundled = load(None, []).expect("the bundled example loads");
+        let cwd = std::env::current_dir().expect("a current directory");
         assert_eq!(bundled.storage, StorageUrl::Sqlite(cwd.join("temppass-data/temppass.db")));
     }
 }

@@ -157,7 +157,7 @@ mod tests {
     #[test]
     fn hypers_empty_400_becomes_the_json_error_body() {
         let hyper = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: Fri, 04 Dec 2026 03:00:00 GMT\r\n\r\n";
-        let answer = rewrite_bodiless_error(hyper).unwrap_or_else(|| panic!("not rewritten"));
+        let answer = rewrite_bodiless_error(hyper).expect("hyper's empty 400 is rewritten");
         let text = String::from_utf8(answer).unwrap_or_default();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");

@@ -5,6 +5,10 @@
 //! Cases that need a server run when `TEMPPASS_TEST_POSTGRES_URL` is set and
 //! pass, saying they were skipped, when it is not.
 
+// An integration test is test code throughout, but clippy's allow-expect-in-tests
+// covers only #[test] functions, not the helpers beside them (rust-clippy#13981).
+#![allow(clippy::expect_used, reason = "test code")]
+
 mod outage;
 
 use std::sync::Arc;
@@ -33,9 +37,7 @@ fn test_options() -> PostgresOptions {
 /// `None` when PostgreSQL tests are skipped.
 async fn fresh_pg_store() -> Option<Arc<dyn Store>> {
     let database = TestDatabase::create().await?;
-    let store = PostgresStore::connect(database.url(), test_options())
-        .await
-        .unwrap_or_else(|e| panic!("cannot open the PostgreSQL store: {e}"));
+    let store = PostgresStore::connect(database.url(), test_options()).await.expect("the PostgreSQL store opens");
     Some(StoreWithGuard::shared(store, database))
 }
 
@@ -47,7 +49,7 @@ mod conformance {
 
 async fn connect(database: &TestDatabase) -> PostgresStore {
     let store = PostgresStore::connect(database.url(), test_options()).await;
-    let store = store.unwrap_or_else(|e| panic!("cannot open the PostgreSQL store: {e}"));
+    let store = store.expect("the PostgreSQL store opens");
     bound_keys_loaded(store.bound_keys()).await;
     store
 }
@@ -64,7 +66,7 @@ async fn keys_bound_before_a_server_connects_are_known_to_it_once_loaded() {
         async move {
             for device in chunk {
                 let permit = first.authorize(lookup(scope, device), &basic_rule("4h"), &resource("res-1"), now).await;
-                assert_eq!(permit.unwrap_or_else(|e| panic!("authorize: {e}")).decision, Ok(()));
+                assert_eq!(permit.expect("authorize succeeds").decision, Ok(()));
             }
         }
     }));
@@ -88,12 +90,12 @@ async fn a_device_another_server_bound_after_this_one_connected_continues_its_tr
     let here = connect(&database).await;
     let there = connect(&database).await;
     let permit = there.authorize(lookup(&scope, &device), &basic_rule("4h"), &resource("res-1"), now).await;
-    let trial = permit.unwrap_or_else(|e| panic!("authorize: {e}")).trial;
+    let trial = permit.expect("authorize succeeds").trial;
     assert!(!here.bound_keys().may_all_be_bound(lookup(&scope, &device)), "this server learnt the key");
 
     let later = Timestamp::from_millis(now.as_millis() + 60_000);
     let again = here.authorize(lookup(&scope, &device), &basic_rule("4h"), &resource("res-1"), later).await;
-    let again = again.unwrap_or_else(|e| panic!("authorize: {e}"));
+    let again = again.expect("authorize succeeds");
     assert_eq!(again.decision, Ok(()));
     assert_eq!(again.trial, trial, "a key this server's filter did not know started a second trial");
     assert!(here.bound_keys().may_all_be_bound(lookup(&scope, &device)), "the write path did not teach the filter");
@@ -104,7 +106,7 @@ async fn past_the_write_queue_bound_first_uses_are_refused_busy_and_every_permit
     let Some(database) = TestDatabase::create().await else { return };
     let options = PostgresOptions { max_queued_writes: 4, ..test_options() };
     let store = PostgresStore::connect(database.url(), options).await;
-    let store = store.unwrap_or_else(|e| panic!("cannot open the PostgreSQL store: {e}"));
+    let store = store.expect("the PostgreSQL store opens");
     bound_keys_loaded(store.bound_keys()).await;
     let (scope, now) = (scope("REF30", "TempPass"), Timestamp::from_millis(1_700_000_000_000));
     let devices: Vec<DeviceId> = (0..400).map(|n| device(&format!("device-{n}"))).collect();
@@ -129,7 +131,7 @@ async fn past_the_write_queue_bound_first_uses_are_refused_busy_and_every_permit
     assert!(busy > 0, "400 writes at once never met a queue of 4");
     assert_eq!(busy + permitted.len(), devices.len(), "an answer was neither a permit nor busy: {answers:?}");
     for device in permitted {
-        let found = store.find_trial(lookup(&scope, device)).await.unwrap_or_else(|e| panic!("find_trial: {e}"));
+        let found = store.find_trial(lookup(&scope, device)).await.expect("find_trial succeeds");
         assert!(found.is_some(), "a permit of {device} is not in the store");
     }
 }

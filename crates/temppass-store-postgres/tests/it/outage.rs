@@ -39,8 +39,8 @@ fn assert_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &
 
 /// A loopback port with nothing listening on it.
 async fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
-    let port = listener.local_addr().unwrap_or_else(|e| panic!("address: {e}")).port();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port to listen on");
+    let port = listener.local_addr().expect("the listener's address").port();
     drop(listener);
     port
 }
@@ -60,8 +60,8 @@ async fn a_store_pointed_at_a_closed_port_fails_as_unavailable_naming_the_server
 
 #[tokio::test]
 async fn a_store_whose_server_accepts_but_never_answers_fails_as_unavailable_instead_of_hanging() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
-    let port = listener.local_addr().unwrap_or_else(|e| panic!("address: {e}")).port();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port to listen on");
+    let port = listener.local_addr().expect("the listener's address").port();
     // Accepts connections and keeps them open without a word, like a frozen server.
     let silent = tokio::spawn(async move {
         let mut held = Vec::new();
@@ -86,16 +86,16 @@ impl Fixture {
     fn new() -> Self {
         Self {
             scope: RuleScope {
-                service_provider: ServiceProviderId::parse("REF30").unwrap_or_else(|e| panic!("{e}")),
-                mvpd: MvpdId::parse("flexibleTempPass").unwrap_or_else(|e| panic!("{e}")),
+                service_provider: ServiceProviderId::parse("REF30").expect("a valid service provider id"),
+                mvpd: MvpdId::parse("flexibleTempPass").expect("a valid mvpd id"),
             },
-            device: DeviceId::parse("living-room").unwrap_or_else(|e| panic!("{e}")),
+            device: DeviceId::parse("living-room").expect("a valid device id"),
             rule: Rule {
                 kind: RuleKind::Promotional { max_resources: 2, identity_key: "email".into() },
-                ttl: DurationMs::parse("4h").unwrap_or_else(|e| panic!("{e}")),
+                ttl: DurationMs::parse("4h").expect("a valid duration"),
                 reset: None,
             },
-            resource: ResourceId::parse("res-1").unwrap_or_else(|e| panic!("{e}")),
+            resource: ResourceId::parse("res-1").expect("a valid resource id"),
         }
     }
 
@@ -114,18 +114,16 @@ async fn a_store_cut_off_from_postgres_fails_fast_as_unavailable_and_recovers_by
     let Some(database) = TestDatabase::create().await else { return };
     let proxy = TcpProxy::start(database.server_address().await).await;
     let url = with_address(database.url(), proxy.address());
-    let store = PostgresStore::connect(&url, short_timeouts())
-        .await
-        .unwrap_or_else(|e| panic!("cannot open the store through the proxy: {e}"));
+    let store = PostgresStore::connect(&url, short_timeouts()).await.expect("the store opens through the proxy");
     let fixture = Fixture::new();
     let now = Timestamp::from_millis(1_700_000_000_000);
     let first = store
         .authorize(fixture.lookup(), &fixture.rule, &fixture.resource, now)
         .await
-        .unwrap_or_else(|e| panic!("authorize before the outage: {e}"));
+        .expect("authorize succeeds before the outage");
     assert_eq!(first.decision, Ok(()));
     let key = StoredSigningKey { kid: "k1".into(), seed: [7; 32], created_at: now };
-    store.ensure_signing_key(&key).await.unwrap_or_else(|e| panic!("ensure_signing_key: {e}"));
+    store.ensure_signing_key(&key).await.expect("ensure_signing_key succeeds");
 
     proxy.cut();
     for round in 0..3 {
@@ -155,7 +153,7 @@ async fn a_store_cut_off_from_postgres_fails_fast_as_unavailable_and_recovers_by
     for caller in callers {
         let result = without_hanging("a caller during the outage", caller)
             .await
-            .unwrap_or_else(|e| panic!("a caller during the outage panicked: {e}"));
+            .expect("a caller during the outage does not panic");
         assert_unavailable(result, "find_access_grant during the outage");
     }
 
@@ -166,31 +164,27 @@ async fn a_store_cut_off_from_postgres_fails_fast_as_unavailable_and_recovers_by
         store.authorize(fixture.lookup(), &fixture.rule, &fixture.resource, later),
     )
     .await
-    .unwrap_or_else(|e| panic!("the store did not recover by itself: {e}"));
+    .expect("the store recovers by itself");
     assert_eq!(again, first, "the trial changed across the outage");
-    let keys = store.signing_keys().await.unwrap_or_else(|e| panic!("signing_keys after the outage: {e}"));
+    let keys = store.signing_keys().await.expect("signing_keys succeeds after the outage");
     assert_eq!(keys, vec![key], "the signing keys changed across the outage");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_work_again_after_postgres_closes_the_connections_they_share() {
     let Some(database) = TestDatabase::create().await else { return };
-    let store = PostgresStore::connect(database.url(), short_timeouts())
-        .await
-        .unwrap_or_else(|e| panic!("cannot open the store: {e}"));
+    let store = PostgresStore::connect(database.url(), short_timeouts()).await.expect("the store opens");
     let fixture = Fixture::new();
     let now = Timestamp::from_millis(1_700_000_000_000);
-    let first = store
-        .authorize(fixture.lookup(), &fixture.rule, &fixture.resource, now)
-        .await
-        .unwrap_or_else(|e| panic!("authorize: {e}"));
-    let trial = store.find_trial(fixture.lookup()).await.unwrap_or_else(|e| panic!("find_trial: {e}"));
+    let first =
+        store.authorize(fixture.lookup(), &fixture.rule, &fixture.resource, now).await.expect("authorize succeeds");
+    let trial = store.find_trial(fixture.lookup()).await.expect("find_trial succeeds");
     assert_eq!(trial, Some(first.trial.clone()));
 
     // Every connection of the store is closed by PostgreSQL, as by a restart.
     let (admin, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
         .await
-        .unwrap_or_else(|e| panic!("admin connection: {e}"));
+        .expect("an admin connection to PostgreSQL");
     tokio::spawn(connection);
     let terminated = admin
         .query(
@@ -199,7 +193,7 @@ async fn lookups_work_again_after_postgres_closes_the_connections_they_share() {
             &[],
         )
         .await
-        .unwrap_or_else(|e| panic!("pg_terminate_backend: {e}"));
+        .expect("pg_terminate_backend runs");
     assert!(!terminated.is_empty(), "the store held no connection");
 
     // A lookup caught on a closed connection may fail, as Unavailable; the
@@ -229,15 +223,12 @@ async fn a_lookup_connection_that_stops_answering_without_closing_is_replaced() 
     let Some(database) = TestDatabase::create().await else { return };
     let proxy = TcpProxy::start(database.server_address().await).await;
     let url = with_address(database.url(), proxy.address());
-    let store =
-        PostgresStore::connect(&url, short_timeouts()).await.unwrap_or_else(|e| panic!("cannot open the store: {e}"));
+    let store = PostgresStore::connect(&url, short_timeouts()).await.expect("the store opens");
     let fixture = Fixture::new();
     let now = Timestamp::from_millis(1_700_000_000_000);
-    let first = store
-        .authorize(fixture.lookup(), &fixture.rule, &fixture.resource, now)
-        .await
-        .unwrap_or_else(|e| panic!("authorize: {e}"));
-    let trial = store.find_trial(fixture.lookup()).await.unwrap_or_else(|e| panic!("find_trial: {e}"));
+    let first =
+        store.authorize(fixture.lookup(), &fixture.rule, &fixture.resource, now).await.expect("authorize succeeds");
+    let trial = store.find_trial(fixture.lookup()).await.expect("find_trial succeeds");
     assert_eq!(trial, Some(first.trial.clone()));
 
     // The connections open now go silent without closing; new ones get through.
@@ -246,6 +237,6 @@ async fn a_lookup_connection_that_stops_answering_without_closing_is_replaced() 
     assert_unavailable(stalled, "a lookup on a silent connection");
     let again = without_hanging("the lookup after it", store.find_trial(fixture.lookup()))
         .await
-        .unwrap_or_else(|e| panic!("the silent connection was not replaced: {e}"));
+        .expect("the silent connection is replaced");
     assert_eq!(again, Some(first.trial.clone()));
 }

@@ -1,6 +1,10 @@
 //! Integration tests of the SQLite backend: the shared conformance suite, and
 //! what only a file-backed store can show (data survives reopening the file).
 
+// An integration test is test code throughout, but clippy's allow-expect-in-tests
+// covers only #[test] functions, not the helpers beside them (rust-clippy#13981).
+#![allow(clippy::expect_used, reason = "test code")]
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,7 +19,7 @@ fn open(path: &Path) -> SqliteStore {
 
 /// A new, empty store in a temporary directory that lives as long as the store.
 async fn fresh_sqlite_store() -> Arc<dyn Store> {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let store = open(&dir.path().join("temppass.db"));
     StoreWithGuard::shared(store, dir)
 }
@@ -41,7 +45,7 @@ fn resource() -> ResourceId {
 
 #[tokio::test]
 async fn a_trial_survives_reopening_the_database_file() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("nested").join("temppass.db");
     let (scope, device) = (scope(), device("device-1"));
     let lookup = lookup(&scope, &device);
@@ -49,23 +53,23 @@ async fn a_trial_survives_reopening_the_database_file() {
     let now = Timestamp::from_millis(1_700_000_000_000);
 
     let store = open(&path);
-    let permit = store.authorize(lookup, &rule, &resource, now).await.unwrap_or_else(|e| panic!("authorize: {e}"));
+    let permit = store.authorize(lookup, &rule, &resource, now).await.expect("authorize succeeds");
     assert_eq!(permit.decision, Ok(()));
     let trial = permit.trial;
     drop(store);
 
     let store = open(&path);
-    let found = store.find_trial(lookup).await.unwrap_or_else(|e| panic!("find_trial: {e}"));
+    let found = store.find_trial(lookup).await.expect("find_trial succeeds");
     assert_eq!(found.as_ref(), Some(&trial), "the trial changed or vanished when the file was reopened");
     let later = Timestamp::from_millis(now.as_millis() + 60_000);
-    let again = store.authorize(lookup, &rule, &resource, later).await.unwrap_or_else(|e| panic!("authorize: {e}"));
+    let again = store.authorize(lookup, &rule, &resource, later).await.expect("authorize succeeds");
     assert_eq!(again.decision, Ok(()));
     assert_eq!(again.trial, trial, "the reopened store did not continue the trial");
 }
 
 #[tokio::test]
 async fn keys_bound_before_reopening_are_known_once_loaded_and_others_are_not() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("temppass.db");
     let scope = scope();
     // More than one chunk of the loader's walk (10,000 keys).
@@ -74,7 +78,7 @@ async fn keys_bound_before_reopening_are_known_once_loaded_and_others_are_not() 
     let store = open(&path);
     for device in &devices {
         let permit = store.authorize(lookup(&scope, device), &promotional_rule(), &resource(), now).await;
-        assert_eq!(permit.unwrap_or_else(|e| panic!("authorize: {e}")).decision, Ok(()));
+        assert_eq!(permit.expect("authorize succeeds").decision, Ok(()));
     }
     drop(store);
 
@@ -91,7 +95,7 @@ async fn keys_bound_before_reopening_are_known_once_loaded_and_others_are_not() 
 
 #[tokio::test]
 async fn a_device_bound_behind_the_filters_back_is_still_found_by_the_write() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("temppass.db");
     let (scope, device) = (scope(), device("device-1"));
     let now = Timestamp::from_millis(1_700_000_000_000);
@@ -100,12 +104,12 @@ async fn a_device_bound_behind_the_filters_back_is_still_found_by_the_write() {
     let second = open(&path);
     bound_keys_loaded(second.bound_keys()).await;
     let permit = first.authorize(lookup(&scope, &device), &promotional_rule(), &resource(), now).await;
-    let trial = permit.unwrap_or_else(|e| panic!("authorize: {e}")).trial;
+    let trial = permit.expect("authorize succeeds").trial;
     assert!(!second.bound_keys().may_all_be_bound(lookup(&scope, &device)), "the second store learnt the key");
 
     let later = Timestamp::from_millis(now.as_millis() + 60_000);
     let again = second.authorize(lookup(&scope, &device), &promotional_rule(), &resource(), later).await;
-    let again = again.unwrap_or_else(|e| panic!("authorize: {e}"));
+    let again = again.expect("authorize succeeds");
     assert_eq!(again.decision, Ok(()));
     assert_eq!(again.trial, trial, "a key the filter did not know started a second trial");
     assert!(second.bound_keys().may_all_be_bound(lookup(&scope, &device)), "the write path did not teach the filter");
@@ -113,7 +117,7 @@ async fn a_device_bound_behind_the_filters_back_is_still_found_by_the_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn authorizations_while_the_bound_keys_load_continue_old_trials_and_start_new_ones() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("temppass.db");
     let now = Timestamp::from_millis(1_700_000_000_000);
     let later = Timestamp::from_millis(now.as_millis() + 60_000);
@@ -161,7 +165,7 @@ async fn authorize_all(
             });
         }
         while let Some(joined) = tasks.join_next().await {
-            let (name, trial) = joined.unwrap_or_else(|e| panic!("an authorization task failed: {e}"));
+            let (name, trial) = joined.expect("an authorization task finishes");
             trials.insert(name, trial);
         }
     }

@@ -14,7 +14,7 @@ async fn app_create_prints_a_statement_that_registers_and_revoke_stops_its_token
         .bearer_auth(&token)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("configuration: {e}"));
+        .expect("the configuration endpoint answers");
     assert_eq!(configuration.status(), 200);
 
     let revoked = sandbox.run(&["app", "revoke", "partner"]);
@@ -26,7 +26,7 @@ async fn app_create_prints_a_statement_that_registers_and_revoke_stops_its_token
             .json(&serde_json::json!({ "software_statement": statement }))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("register: {e}")),
+            .expect("registration answers"),
     )
     .await;
     assert_eq!((status, body["error"].as_str()), (400, Some("unapproved_software_statement")));
@@ -79,7 +79,7 @@ fn an_invalid_configuration_stops_start_up_naming_the_field() {
         .args(["serve", "--config"])
         .arg(sandbox.config())
         .output()
-        .unwrap_or_else(|e| panic!("run: {e}"));
+        .expect("temppass runs");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("service_providers[0].temppass[0].ttl"), "{stderr}");
@@ -95,26 +95,24 @@ fn serve_bundled_example(dir: &std::path::Path) -> crate::support::Server {
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn: {e}"));
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        .expect("temppass serve starts");
+    let stdout = child.stdout.take().expect("a piped stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap_or_else(|e| panic!("read: {e}"));
+    BufReader::new(stdout).read_line(&mut line).expect("the first line of stdout is read");
     let base = line.trim().strip_prefix("temppass listening on ").unwrap_or_else(|| panic!("{line:?}")).to_owned();
     crate::support::Server { child, base }
 }
 
 #[tokio::test]
 async fn serve_without_arguments_runs_the_bundled_example_with_sqlite_under_temppass_data_and_the_demo() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let dir = tempfile::tempdir().expect("a temporary directory");
     for _restart in 0..2 {
         let server = serve_bundled_example(dir.path());
         assert!(dir.path().join("temppass-data/temppass.db").exists(), "no SQLite file under ./temppass-data/");
-        let page = reqwest::get(format!("{}/demo/", server.base)).await.unwrap_or_else(|e| panic!("demo: {e}"));
+        let page = reqwest::get(format!("{}/demo/", server.base)).await.expect("the demo page answers");
         assert_eq!(page.status(), 200);
         let (status, config) = json(
-            reqwest::get(format!("{}/demo/demo-config.json", server.base))
-                .await
-                .unwrap_or_else(|e| panic!("demo config: {e}")),
+            reqwest::get(format!("{}/demo/demo-config.json", server.base)).await.expect("the demo config answers"),
         )
         .await;
         assert_eq!(status, 200);
@@ -126,7 +124,7 @@ async fn serve_without_arguments_runs_the_bundled_example_with_sqlite_under_temp
             .bearer_auth(&token)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("configuration: {e}"));
+            .expect("the configuration endpoint answers");
         assert_eq!(reply.status(), 200);
         server.kill();
     }
@@ -152,7 +150,7 @@ const CREATE: [&str; 8] =
 
 #[test]
 fn an_admin_command_in_a_directory_without_a_store_refuses_to_create_one_unless_told_to() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let dir = tempfile::tempdir().expect("a temporary directory");
 
     let refused = run_in(dir.path(), &CREATE);
     let store = dir.path().join("temppass-data/temppass.db");
@@ -183,12 +181,12 @@ fn every_command_says_which_configuration_and_store_it_uses_on_stderr() {
 
 #[test]
 fn a_relative_store_in_a_configuration_file_is_found_next_to_it_from_any_directory() {
-    let home = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let elsewhere = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let home = tempfile::tempdir().expect("a temporary directory");
+    let elsewhere = tempfile::tempdir().expect("a temporary directory");
     let config = home.path().join("temppass.toml");
     let text_of_config = "[storage]\nurl = \"sqlite://data/t.db\"\n[[service_providers]]\nid = \"REF30\"\n\
                           [[service_providers.temppass]]\nmvpd = \"TempPass\"\nkind = \"basic\"\nttl = \"10m\"\n";
-    std::fs::write(&config, text_of_config).unwrap_or_else(|e| panic!("write: {e}"));
+    std::fs::write(&config, text_of_config).expect("the configuration file is written");
     let config = config.to_string_lossy().into_owned();
     let mut args: Vec<&str> = CREATE.to_vec();
     args.extend(["--config", &config, "--init"]);
@@ -237,7 +235,7 @@ async fn app_create_is_safe_to_repeat_and_prints_the_statement_alone_on_stdout()
 fn a_command_whose_stdout_is_closed_ends_quietly_without_a_panic() {
     let sandbox = Sandbox::new("10m");
     sandbox.create_app("first", &["REF30"]);
-    let (reader, writer) = std::io::pipe().unwrap_or_else(|e| panic!("pipe: {e}"));
+    let (reader, writer) = std::io::pipe().expect("a pipe");
     drop(reader);
 
     let output = std::process::Command::new(crate::support::BIN)
@@ -256,7 +254,7 @@ fn a_command_whose_stdout_is_closed_ends_quietly_without_a_panic() {
         .stdout(writer)
         .stderr(std::process::Stdio::piped())
         .output()
-        .unwrap_or_else(|e| panic!("run: {e}"));
+        .expect("temppass runs");
 
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(141), "{stderr}");
@@ -268,7 +266,7 @@ fn a_command_whose_stdout_is_closed_ends_quietly_without_a_panic() {
 #[tokio::test]
 async fn without_public_url_the_issuer_follows_the_listen_address_and_start_up_says_it() {
     use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let mut child = std::process::Command::new(crate::support::BIN)
         .arg("serve")
         .current_dir(dir.path())
@@ -277,15 +275,15 @@ async fn without_public_url_the_issuer_follows_the_listen_address_and_start_up_s
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn: {e}"));
-    let mut stdout = BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("no stdout")));
+        .expect("temppass serve starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("a piped stdout"));
     let mut line = String::new();
-    stdout.read_line(&mut line).unwrap_or_else(|e| panic!("read: {e}"));
+    stdout.read_line(&mut line).expect("the first line of stdout is read");
     let base = line.trim().strip_prefix("temppass listening on ").unwrap_or_else(|| panic!("{line:?}")).to_owned();
     let server = crate::support::Server { child, base };
 
     let statement = reqwest::get(format!("{}/demo/demo-config.json", server.base)).await;
-    let config: serde_json::Value = statement.unwrap_or_else(|e| panic!("{e}")).json().await.unwrap_or_default();
+    let config: serde_json::Value = statement.expect("the demo config answers").json().await.unwrap_or_default();
     let token = config["softwareStatement"].as_str().unwrap_or_default();
     let payload = token.split('.').nth(1).unwrap_or_default();
     use base64::Engine;

@@ -28,9 +28,9 @@ fn address(server: &Server) -> String {
 
 async fn health_within_a_second(base: &str) -> u16 {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(1)).build();
-    let client = client.unwrap_or_else(|e| panic!("client: {e}"));
+    let client = client.expect("an HTTP client");
     let answer = client.get(format!("{base}/health")).send().await;
-    answer.unwrap_or_else(|e| panic!("/health did not answer within 1 s: {e}")).status().as_u16()
+    answer.expect("/health answers within 1 s").status().as_u16()
 }
 
 /// As many sockets as this test process may open, up to `wanted`.
@@ -63,7 +63,7 @@ async fn thousands_of_idle_and_half_sent_sockets_leave_health_and_authorize_answ
             })
             .collect::<Vec<_>>()
     });
-    let sockets = opened.await.unwrap_or_else(|e| panic!("opening sockets: {e}"));
+    let sockets = opened.await.expect("the sockets open");
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     assert_eq!(health_within_a_second(&server.base).await, 200);
@@ -118,7 +118,7 @@ async fn clients_that_send_the_largest_decision_bodies_and_never_read_keep_memor
             })
             .collect::<Vec<_>>()
     });
-    let sockets = sent.await.unwrap_or_else(|e| panic!("sending: {e}"));
+    let sockets = sent.await.expect("the requests are sent");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let held = rss_kib(&server);
     assert_eq!(health_within_a_second(&server.base).await, 200);
@@ -132,15 +132,15 @@ async fn clients_that_send_the_largest_decision_bodies_and_never_read_keep_memor
 async fn sigterm_with_a_half_sent_request_open_exits_zero_within_the_grace_period() {
     let sandbox = Sandbox::with_server_keys("10m", None, "shutdown_grace = \"1s\"\nheader_read_timeout = \"60s\"");
     let mut server = sandbox.start();
-    let mut holder = TcpStream::connect(address(&server)).unwrap_or_else(|e| panic!("connect: {e}"));
-    holder.write_all(b"POST /o/client/token HTTP/1.1\r\nHost: x\r\n").unwrap_or_else(|e| panic!("send: {e}"));
+    let mut holder = TcpStream::connect(address(&server)).expect("a connection to the server");
+    holder.write_all(b"POST /o/client/token HTTP/1.1\r\nHost: x\r\n").expect("the start of a request is sent");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let signalled = Instant::now();
     let kill = std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status();
     assert!(kill.is_ok_and(|status| status.success()), "kill -TERM failed");
     let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap_or_else(|e| panic!("wait: {e}")) {
+        if let Some(status) = server.child.try_wait().expect("the server's status can be read") {
             break status;
         }
         assert!(signalled.elapsed() < Duration::from_secs(5), "still running 5 s after SIGTERM");

@@ -107,7 +107,7 @@ async fn load_until_killed(base: &str, token: &str, round: usize, tasks: usize, 
         .collect();
     let mut permits = Permits::default();
     for handle in handles {
-        let (basic, promotional) = handle.await.unwrap_or_else(|e| panic!("a client task failed: {e}"));
+        let (basic, promotional) = handle.await.expect("a client task finishes");
         permits.basic.extend(basic);
         for (who, resource) in promotional {
             permits.promotional.entry(who).or_default().insert(resource);
@@ -124,9 +124,9 @@ async fn used_assets(client: &reqwest::Client, base: &str, token: &str, who: usi
         .header("AP-TempPass-Identity", identity(who))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("profile: {e}"));
+        .expect("the profile answers");
     let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap_or_else(|e| panic!("profile is not JSON: {e}"));
+    let body: Value = response.json().await.expect("a JSON profile");
     if status == 403 {
         // Every slot used: the profile is refused, and the slots are checked through authorizations.
         return BTreeSet::new();
@@ -159,7 +159,7 @@ async fn every_permit_survives_kill_9(sandbox: &Sandbox, rounds: usize) {
         }
         tokio::time::sleep(Duration::from_millis((round as u64 * 37) % 76)).await;
         server.kill();
-        let permits = load.await.unwrap_or_else(|e| panic!("load: {e}"));
+        let permits = load.await.expect("the load task finishes");
         in_flight_rounds += usize::from(!permits.basic.is_empty());
 
         let server = sandbox.start();
@@ -257,7 +257,7 @@ impl SmallFilesystem {
     fn fill(&self) -> PathBuf {
         use std::io::Write;
         let filler = self.path.join("filler");
-        let mut file = std::fs::File::create(&filler).unwrap_or_else(|e| panic!("filler: {e}"));
+        let mut file = std::fs::File::create(&filler).expect("the filler file is created");
         let block = vec![0u8; 64 * 1024];
         while file.write_all(&block).and_then(|()| file.flush()).is_ok() {}
         let small = [0u8; 512];
@@ -280,7 +280,7 @@ fn sqlite_integrity(path: &Path) -> String {
         ])
         .arg(path)
         .output()
-        .unwrap_or_else(|e| panic!("python3: {e}"));
+        .expect("python3 runs");
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
@@ -306,7 +306,7 @@ async fn a_full_disk_fails_fast_with_retry_corrupts_nothing_and_service_resumes_
         let device_id = format!("before-{k}");
         let (status, body) = try_authorize(&client, &server.base, &token, "TempPass", &device_id, None, "res01")
             .await
-            .unwrap_or_else(|| panic!("no answer"));
+            .expect("an answer");
         assert_eq!(status, 200, "{body}");
         before.insert(device_id, permitted(&body).unwrap_or_else(|| panic!("not permitted: {body}")));
     }
@@ -319,7 +319,7 @@ async fn a_full_disk_fails_fast_with_retry_corrupts_nothing_and_service_resumes_
         let (status, body) =
             try_authorize(&client, &server.base, &token, "TempPass", &format!("during-{k}"), None, "res01")
                 .await
-                .unwrap_or_else(|| panic!("the server stopped answering on a full disk"));
+                .expect("the server answers on a full disk");
         let took = started.elapsed();
         assert!(took < Duration::from_secs(3), "a write on a full disk took {took:?}");
         if status == 200 && permitted(&body).is_some() {
@@ -340,17 +340,17 @@ async fn a_full_disk_fails_fast_with_retry_corrupts_nothing_and_service_resumes_
     for (device_id, not_after) in &before {
         let (status, body) = try_authorize(&client, &server.base, &token, "TempPass", device_id, None, "res01")
             .await
-            .unwrap_or_else(|| panic!("no answer"));
+            .expect("an answer");
         assert_eq!((status, permitted(&body)), (200, Some(*not_after)), "{device_id} on a full disk: {body}");
     }
 
-    std::fs::remove_file(&filler).unwrap_or_else(|e| panic!("remove filler: {e}"));
+    std::fs::remove_file(&filler).expect("the filler file is removed");
     // Space is back: new trials are written again without a restart.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (status, body) = try_authorize(&client, &server.base, &token, "TempPass", "after-space", None, "res01")
             .await
-            .unwrap_or_else(|| panic!("no answer"));
+            .expect("an answer");
         if status == 200 && permitted(&body).is_some() {
             before.insert("after-space".into(), permitted(&body).unwrap_or_default());
             break;
@@ -365,7 +365,7 @@ async fn a_full_disk_fails_fast_with_retry_corrupts_nothing_and_service_resumes_
     for (device_id, not_after) in &before {
         let (status, body) = try_authorize(&client, &server.base, &token, "TempPass", device_id, None, "res01")
             .await
-            .unwrap_or_else(|| panic!("no answer"));
+            .expect("an answer");
         assert_eq!((status, permitted(&body)), (200, Some(*not_after)), "{device_id} after the restart: {body}");
     }
 }

@@ -54,8 +54,8 @@ fn decision(body: &Value) -> &Value {
 fn trial_sid(decision: &Value) -> String {
     let token = decision["token"]["serializedToken"].as_str().unwrap_or_else(|| panic!("no token in {decision}"));
     let payload = token.split('.').nth(1).unwrap_or_else(|| panic!("not a compact JWS: {token}"));
-    let claims = URL_SAFE_NO_PAD.decode(payload).unwrap_or_else(|e| panic!("payload is not base64url: {e}"));
-    let claims: Value = serde_json::from_slice(&claims).unwrap_or_else(|e| panic!("payload is not JSON: {e}"));
+    let claims = URL_SAFE_NO_PAD.decode(payload).expect("a base64url payload");
+    let claims: Value = serde_json::from_slice(&claims).expect("a JSON payload");
     claims["sid"].as_str().unwrap_or_else(|| panic!("no sid in {claims}")).to_owned()
 }
 
@@ -67,7 +67,7 @@ async fn authorize_promotional(base: &str, token: &str, device_id: &str, email: 
     let url = authorize_url(base, "REF30", "flexibleTempPass");
     let identity = identity(email);
     let request = authorize_request(&reqwest::Client::new(), &url, token, device_id, Some(&identity), resource);
-    let (status, body) = json(request.send().await.unwrap_or_else(|e| panic!("authorize: {e}"))).await;
+    let (status, body) = json(request.send().await.expect("authorize answers")).await;
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -89,7 +89,7 @@ async fn concurrent_first_authorizations_through_two_servers_give_one_trial_and_
     let mut not_afters = BTreeSet::new();
     let mut sids = BTreeSet::new();
     for request in requests.collect::<Vec<_>>() {
-        let (status, body) = request.await.unwrap_or_else(|e| panic!("a request task failed: {e}"));
+        let (status, body) = request.await.expect("a request task finishes");
         assert_eq!(status, 200, "{body}");
         assert_eq!(decision(&body)["authorized"], true, "a concurrent first authorization was denied: {body}");
         not_afters.insert(decision(&body)["notAfter"].as_i64().unwrap_or_default());
@@ -120,7 +120,7 @@ async fn a_promotional_cap_holds_across_servers() {
     });
     let mut permitted = BTreeSet::new();
     for request in requests.collect::<Vec<_>>() {
-        let (resource, body) = request.await.unwrap_or_else(|e| panic!("a request task failed: {e}"));
+        let (resource, body) = request.await.expect("a request task finishes");
         if decision(&body)["authorized"] == true {
             permitted.insert(resource);
         } else {
@@ -137,7 +137,7 @@ async fn a_promotional_cap_holds_across_servers() {
                 .header("AP-TempPass-Identity", identity("fan@example.com"))
                 .send()
                 .await
-                .unwrap_or_else(|e| panic!("profile: {e}")),
+                .expect("the profile answers"),
         )
         .await;
         assert_eq!(status, 403, "the exhausted trial's profile on {}: {profile}", server.base);
@@ -160,8 +160,7 @@ async fn reset(base: &str, token: &str, device_id: Option<&str>) {
     if let Some(device_id) = device_id {
         url.push_str(&format!("&device_id={device_id}"));
     }
-    let response =
-        reqwest::Client::new().delete(&url).bearer_auth(token).send().await.unwrap_or_else(|e| panic!("reset: {e}"));
+    let response = reqwest::Client::new().delete(&url).bearer_auth(token).send().await.expect("the reset answers");
     assert_eq!(response.status().as_u16(), 204, "{url}: {}", response.text().await.unwrap_or_default());
 }
 
@@ -256,7 +255,7 @@ async fn while_postgres_is_unreachable_requests_fail_fast_with_retry_and_recover
                 .header("AP-Device-Identifier", device("tv"))
                 .send()
                 .await
-                .unwrap_or_else(|e| panic!("profile: {e}")),
+                .expect("the profile answers"),
         )
         .await;
         assert_eq!((status, body["action"].as_str()), (500, Some("retry")), "{body}");
@@ -282,14 +281,14 @@ fn a_server_started_while_postgres_is_unreachable_exits_with_a_message_naming_it
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
-        .unwrap_or_else(|e| panic!("a free port: {e}"));
+        .expect("a free port");
     let url = format!("postgres://temppass:s3cret@127.0.0.1:{port}/temppass");
     let sandbox = Sandbox::with_storage("10m", Some(&url));
     let output = std::process::Command::new(crate::support::BIN)
         .args(["serve", "--config"])
         .arg(sandbox.config())
         .output()
-        .unwrap_or_else(|e| panic!("run: {e}"));
+        .expect("temppass runs");
     assert!(!output.status.success(), "temppass serve started without PostgreSQL");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot open the PostgreSQL store"), "{stderr}");

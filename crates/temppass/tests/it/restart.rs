@@ -17,7 +17,7 @@ async fn a_permitted_trial_survives_kill_9_with_the_same_expiry_and_ends_on_time
     let not_after = decision["notAfter"].as_i64().unwrap_or_default();
     let jwks_before = reqwest::get(format!("{}/.well-known/jwks.json", server.base))
         .await
-        .unwrap_or_else(|e| panic!("jwks: {e}"))
+        .expect("the JWKS answers")
         .text()
         .await
         .unwrap_or_default();
@@ -29,7 +29,7 @@ async fn a_permitted_trial_survives_kill_9_with_the_same_expiry_and_ends_on_time
     assert_eq!(again["decisions"][0]["notAfter"].as_i64(), Some(not_after), "the restart changed the expiry");
     let jwks_after = reqwest::get(format!("{}/.well-known/jwks.json", server.base))
         .await
-        .unwrap_or_else(|e| panic!("jwks: {e}"))
+        .expect("the JWKS answers")
         .text()
         .await
         .unwrap_or_default();
@@ -55,6 +55,6 @@ async fn sigterm_finishes_and_exits_zero() {
     let pid = server.child.id().to_string();
     let status = std::process::Command::new("kill").args(["-TERM", &pid]).status();
     assert!(status.is_ok_and(|s| s.success()));
-    let exit = server.child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
+    let exit = server.child.wait().expect("the server's exit status");
     assert!(exit.success(), "temppass serve exited with {exit:?} on SIGTERM");
 }

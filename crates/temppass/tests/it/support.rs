@@ -31,7 +31,7 @@ impl Sandbox {
 
     /// As [`Sandbox::with_storage`], with more `[server]` keys (TOML lines).
     pub fn with_server_keys(ttl: &str, storage_url: Option<&str>, server_keys: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let dir = tempfile::tempdir().expect("a temporary directory");
         let storage_url = storage_url
             .map_or_else(|| format!("sqlite://{}", dir.path().join("data/temppass.db").display()), str::to_owned);
         let config = format!(
@@ -71,7 +71,7 @@ kind = "basic"
 ttl = "{ttl}"
 "#
         );
-        std::fs::write(dir.path().join("temppass.toml"), config).unwrap_or_else(|e| panic!("write config: {e}"));
+        std::fs::write(dir.path().join("temppass.toml"), config).expect("the configuration file is written");
         Self { dir }
     }
 
@@ -137,14 +137,14 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn temppass serve: {e}"))
+            .expect("temppass serve starts")
     }
 
     /// Waits for the server to say where it listens.
     fn announced(mut child: Child) -> Self {
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let stdout = child.stdout.take().expect("a piped stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap_or_else(|e| panic!("read stdout: {e}"));
+        BufReader::new(stdout).read_line(&mut line).expect("the first line of stdout is read");
         let base = line
             .trim()
             .strip_prefix("temppass listening on ")
@@ -172,7 +172,7 @@ pub fn device(id: &str) -> String {
 
 pub async fn json(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
-    let body = response.json::<Value>().await.unwrap_or_else(|e| panic!("response is not JSON: {e}"));
+    let body = response.json::<Value>().await.expect("a JSON response");
     (status, body)
 }
 
@@ -185,7 +185,7 @@ pub async fn access_token(base: &str, statement: &str) -> String {
             .json(&serde_json::json!({ "software_statement": statement }))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("register: {e}")),
+            .expect("registration answers"),
     )
     .await;
     assert_eq!(status, 201, "{registered}");
@@ -202,7 +202,7 @@ pub async fn access_token(base: &str, statement: &str) -> String {
             .body(body)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("token: {e}")),
+            .expect("the token endpoint answers"),
     )
     .await;
     assert_eq!(status, 201, "{token}");
@@ -217,7 +217,7 @@ fn serde_urlencoded(pairs: &[(&str, &str)]) -> String {
 pub async fn authorize(base: &str, token: &str, sp: &str, device_id: &str, resource: &str) -> (u16, Value) {
     let url = authorize_url(base, sp, "TempPass");
     let request = authorize_request(&reqwest::Client::new(), &url, token, device_id, None, resource);
-    json(request.send().await.unwrap_or_else(|e| panic!("authorize: {e}"))).await
+    json(request.send().await.expect("authorize answers")).await
 }
 
 pub fn authorize_url(base: &str, sp: &str, mvpd: &str) -> String {

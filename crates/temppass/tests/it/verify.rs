@@ -15,12 +15,12 @@ async fn real_token(sandbox: &Sandbox, server: &Server, resource: &str) -> (Stri
     assert!(!media_token.is_empty(), "no media token in {permit}");
     let jwks = reqwest::get(format!("{}/.well-known/jwks.json", server.base))
         .await
-        .unwrap_or_else(|e| panic!("jwks: {e}"))
+        .expect("the JWKS answers")
         .text()
         .await
         .unwrap_or_default();
     let file = sandbox.dir.path().join("jwks.json");
-    std::fs::write(&file, jwks).unwrap_or_else(|e| panic!("write jwks: {e}"));
+    std::fs::write(&file, jwks).expect("the JWKS file is written");
     (media_token, file.display().to_string())
 }
 
@@ -90,8 +90,7 @@ async fn the_python_example_in_the_docs_verifies_a_real_token() {
     let (token, jwks_file) = real_token(&sandbox, &server, "res01").await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/verify_media_token.py");
     let run = |args: &[&str]| {
-        let output =
-            Command::new("python3").arg(&script).args(args).output().unwrap_or_else(|e| panic!("python3: {e}"));
+        let output = Command::new("python3").arg(&script).args(args).output().expect("python3 runs");
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).trim().to_owned(), stderr)
     };
