@@ -60,7 +60,6 @@ pub struct Limits {
     pub body_bytes: usize,
     /// A request body must have arrived this long after the request started (408 after).
     pub body_timeout: Duration,
-    pub store_timeout: Duration,
     pub request_timeout: Duration,
     /// A decision body naming more resources is refused whole, while it is parsed (SPEC.md §4).
     pub body_resources: usize,
@@ -73,7 +72,6 @@ impl Default for Limits {
         Self {
             body_bytes: 64 * 1024,
             body_timeout: Duration::from_secs(5),
-            store_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
             body_resources: 50,
             authorize_resources: 1,

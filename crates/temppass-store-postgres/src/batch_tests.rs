@@ -8,7 +8,7 @@ use temppass_store::{Store, TrialLookup};
 use temppass_store::{AuthorizeOutcome, StoreError};
 
 use super::{Callers, FirstUseBackoff, WriteJob, authorize_batch};
-use crate::batch_tx::{DELETE_TRIAL, MOVE_BINDINGS};
+use crate::batch_writes::{DELETE_TRIAL, MOVE_BINDINGS};
 use crate::testing::TestDatabase;
 use crate::{PostgresOptions, PostgresStore, connection};
 

@@ -14,6 +14,7 @@
 
 mod batch;
 mod batch_tx;
+mod batch_writes;
 mod bound_keys;
 mod connection;
 mod locks;
@@ -40,7 +41,7 @@ use temppass_store::{
     AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, BoundKeys, Client, KeyKind, ReclaimReport,
     Session, Store, StoreError, StoredSigningKey, TrialLookup, plan,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
 use connection::Conn;
@@ -168,44 +169,58 @@ fn describe(config: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{}", config.get_dbname().unwrap_or(config.get_user().unwrap_or("")))
 }
 
+/// TCP keepalive: a dead peer is noticed within about half a minute, not the
+/// default two hours: probes after [`KEEPALIVE_IDLE`] idle, every
+/// [`KEEPALIVE_INTERVAL`], [`KEEPALIVE_RETRIES`] unanswered close it; data
+/// unacknowledged for [`TCP_USER_TIMEOUT`] closes it too.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The driver's configuration for `url`: our timeouts where the URL sets
+/// none, and the server told the operation timeout as `statement_timeout` and
+/// `idle_in_transaction_session_timeout`, so a transaction abandoned by a
+/// dead server releases its locks.
+fn client_config(url: &str, options: &PostgresOptions) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config: tokio_postgres::Config =
+        url.parse().map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(StoreError::Internal(
+            "sslmode=require: this temppass connects to PostgreSQL without TLS; use a local socket, \
+             a private network or a TLS tunnel"
+                .into(),
+        ));
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(options.connect_timeout);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("temppass");
+    }
+    config.keepalives_idle(KEEPALIVE_IDLE);
+    config.keepalives_interval(KEEPALIVE_INTERVAL);
+    config.keepalives_retries(KEEPALIVE_RETRIES);
+    config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    let limit_ms = options.operation_timeout.as_millis().max(1);
+    let server_limits = format!("-c statement_timeout={limit_ms} -c idle_in_transaction_session_timeout={limit_ms}");
+    let server_options = match config.get_options() {
+        Some(existing) if !existing.trim().is_empty() => format!("{existing} {server_limits}"),
+        _ => server_limits,
+    };
+    config.options(server_options);
+    Ok(config)
+}
+
 impl PostgresStore {
     /// Connects to the database of `url` (`postgres://user:password@host:port/dbname?…`)
     /// and brings its schema up to date. Fails with [`StoreError::Unavailable`]
     /// when PostgreSQL cannot be reached within the timeouts.
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config =
-            url.parse().map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(StoreError::Internal(
-                "sslmode=require: this temppass connects to PostgreSQL without TLS; use a local socket, \
-                 a private network or a TLS tunnel"
-                    .into(),
-            ));
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(options.connect_timeout);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("temppass");
-        }
-        // A dead peer is noticed by TCP within about half a minute, not the
-        // default two hours: probes after 10 s idle, every 5 s, 3 unanswered
-        // closes it; data unacknowledged for 30 s closes it too.
-        config.keepalives_idle(Duration::from_secs(10));
-        config.keepalives_interval(Duration::from_secs(5));
-        config.keepalives_retries(3);
-        config.tcp_user_timeout(Duration::from_secs(30));
-        let limit_ms = options.operation_timeout.as_millis().max(1);
-        let server_limits =
-            format!("-c statement_timeout={limit_ms} -c idle_in_transaction_session_timeout={limit_ms}");
-        let server_options = match config.get_options() {
-            Some(existing) if !existing.trim().is_empty() => format!("{existing} {server_limits}"),
-            _ => server_limits,
-        };
-        config.options(server_options);
+        let config = client_config(url, &options)?;
         let target = describe(&config);
-
-        let shared = SharedReads::new(config.clone(), target.clone(), (options.pool_size / 4).clamp(1, 8));
+        let lanes = (options.pool_size / 4).clamp(1, 8);
+        let shared = SharedReads::new(config.clone(), target.clone(), lanes);
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
@@ -226,22 +241,7 @@ impl PostgresStore {
         // Room to grow by half before a restart plans a larger filter.
         let bound = Arc::new(BoundKeys::with_capacity(bindings + bindings / 2 + 1_000_000));
         tokio::spawn(bound_keys::load_in_background(pool.clone(), target.clone(), Arc::downgrade(&bound)));
-        let (writes, queue) = mpsc::unbounded_channel();
-        let queue = Arc::new(tokio::sync::Mutex::new(queue));
-        let running = Arc::new(watch::Sender::new(0));
-        let first_uses = Arc::new(batch::FirstUseBackoff::default());
-        let queued = Arc::new(AtomicUsize::new(0));
-        for _ in 0..(options.pool_size / 4).clamp(1, 8) {
-            let writer = writer::Writer {
-                pool: pool.clone(),
-                target: target.clone(),
-                deadline: options.operation_timeout,
-                running: Arc::clone(&running),
-                first_uses: Arc::clone(&first_uses),
-                queued: Arc::clone(&queued),
-            };
-            tokio::spawn(writer.write_in_batches(Arc::clone(&queue)));
-        }
+        let (writes, queued) = writer::spawn(lanes, &pool, &target, options.operation_timeout);
         Ok(Self {
             pool,
             writes,

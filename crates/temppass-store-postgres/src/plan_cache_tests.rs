@@ -3,7 +3,8 @@
 
 use tokio_postgres::NoTls;
 
-use super::{BIND, DELETE_UNBOUND, FIND_BATCH, MOVE_BINDINGS, START_BATCH, START_NEW_BATCH};
+use super::FIND_BATCH;
+use crate::batch_writes::{BIND, DELETE_UNBOUND, MOVE_BINDINGS, START_BATCH, START_NEW_BATCH};
 use crate::locks::LOCK_BATCH_TRIALS;
 use crate::lookup::FIND;
 use crate::testing::TestDatabase;

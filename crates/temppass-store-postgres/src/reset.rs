@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use temppass_core::RuleScope;
 use temppass_store::{KeyKind, StoreError};
 
-use crate::batch_tx::{DELETE_UNBOUND, TxError};
+use crate::batch_tx::TxError;
+use crate::batch_writes::DELETE_UNBOUND;
 use crate::connection::{BEGIN, COMMIT, Conn, Param};
 use crate::locks::{LOCK_EXCLUSIVE, LOCK_KEY_TRIAL, LOCK_TRIAL_IDS, generation_lock, key_lock};
 

@@ -33,17 +33,47 @@ const OVERLAP_AFTER: Duration = Duration::from_millis(20);
 /// connection per batch: one takes jobs at a time, and it waits until no
 /// batch younger than [`OVERLAP_AFTER`] runs before it takes them, so that
 /// they gather into one batch (group commit) while a slow batch holds back nobody.
-pub(crate) struct Writer {
-    pub(crate) pool: Pool,
-    pub(crate) target: String,
-    /// The whole batch, as `operation_timeout` bounds one operation.
-    pub(crate) deadline: Duration,
+struct Writer {
+    pool: Pool,
+    target: String,
+    /// The whole batch (`operation_timeout`). Not a request's deadline: a
+    /// batch runs for many callers, each bounded by its own operation's
+    /// deadline; this bounds the writer, so a batch stuck on a dead
+    /// connection frees it for the next.
+    deadline: Duration,
     /// How many batches younger than [`OVERLAP_AFTER`] are running, shared by the writers.
-    pub(crate) running: Arc<watch::Sender<usize>>,
+    running: Arc<watch::Sender<usize>>,
     /// Whether first uses may skip their reads, shared by the writers.
-    pub(crate) first_uses: Arc<FirstUseBackoff>,
+    first_uses: Arc<FirstUseBackoff>,
     /// The store's count of queued writes, which a writer lowers as it takes them.
-    pub(crate) queued: Arc<AtomicUsize>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// Starts `count` writers on `pool`, each bounding a batch by `deadline`;
+/// answers the queue's sender and the count of writes queued on it.
+pub(crate) fn spawn(
+    count: usize,
+    pool: &Pool,
+    target: &str,
+    deadline: Duration,
+) -> (mpsc::UnboundedSender<WriteRequest>, Arc<AtomicUsize>) {
+    let (writes, queue) = mpsc::unbounded_channel();
+    let queue = Arc::new(tokio::sync::Mutex::new(queue));
+    let running = Arc::new(watch::Sender::new(0));
+    let first_uses = Arc::new(FirstUseBackoff::default());
+    let queued = Arc::new(AtomicUsize::new(0));
+    for _ in 0..count {
+        let writer = Writer {
+            pool: pool.clone(),
+            target: target.to_owned(),
+            deadline,
+            running: Arc::clone(&running),
+            first_uses: Arc::clone(&first_uses),
+            queued: Arc::clone(&queued),
+        };
+        tokio::spawn(writer.write_in_batches(Arc::clone(&queue)));
+    }
+    (writes, queued)
 }
 
 /// Counts a batch as young until it is dropped.
@@ -64,7 +94,7 @@ impl Drop for Running {
 
 impl Writer {
     /// Runs until the store, and with it the queue's sender, is dropped.
-    pub(crate) async fn write_in_batches(self, queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<WriteRequest>>>) {
+    async fn write_in_batches(self, queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<WriteRequest>>>) {
         let mut batch = Vec::with_capacity(WRITE_BATCH);
         loop {
             let mut waiting = queue.lock().await;

@@ -154,7 +154,15 @@ impl Writer {
         };
         async move {
             queued?;
-            answer.await.map_err(|_| stopped())?
+            // The writer skips a job it reaches after `give_up_at`; this is
+            // for one it is still running then (a stalled disk): the caller
+            // hears at its deadline, whatever the writer does.
+            match tokio::time::timeout_at(tokio::time::Instant::from_std(give_up_at), answer).await {
+                Ok(answer) => answer.map_err(|_| stopped())?,
+                Err(_) => {
+                    Err(StoreError::Unavailable("the SQLite writer did not answer within storage.timeout".into()))
+                }
+            }
         }
     }
 }

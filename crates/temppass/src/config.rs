@@ -307,6 +307,8 @@ pub struct Config {
     pub public_url_is_set: bool,
     pub listen: SocketAddr,
     pub storage: StorageUrl,
+    /// `storage.timeout`: each store operation's deadline, which the store enforces itself.
+    pub storage_timeout: std::time::Duration,
     /// PostgreSQL only: the connection pool's size, per server.
     pub storage_pool_size: usize,
     /// Writes queued for the backend's writer at most (both backends).
@@ -459,6 +461,7 @@ fn validate(file: File) -> anyhow::Result<Config> {
         public_url_is_set: file.server.public_url.is_some(),
         listen,
         storage,
+        storage_timeout: store_timeout,
         storage_pool_size,
         storage_max_queued_writes,
         demo_enabled: file.demo.enabled,
@@ -470,7 +473,6 @@ fn validate(file: File) -> anyhow::Result<Config> {
             limits: Limits {
                 body_bytes: file.limits.body_bytes,
                 body_timeout,
-                store_timeout,
                 request_timeout,
                 body_resources,
                 ..Limits::default()

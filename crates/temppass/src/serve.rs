@@ -137,7 +137,7 @@ pub enum Create {
 /// server rides out outages by itself: requests fail fast with
 /// `internal_server_error`/`retry` until PostgreSQL answers again.
 pub async fn open_store(config: &Config, create: Create) -> anyhow::Result<Arc<dyn Store>> {
-    let timeout = config.settings.limits.store_timeout;
+    let timeout = config.storage_timeout;
     match &config.storage {
         StorageUrl::Sqlite(path) => {
             if create == Create::OnlyExisting && !path.exists() {

@@ -10,7 +10,6 @@ use crate::support::{BASIC, BASIC_TTL_MS, PROMO, PROMO_MAX_RESOURCES, Reply, Tes
 /// Generous limits: these tests count decisions, they do not time the store.
 async fn app_without_tight_timeouts() -> TestApp {
     let mut settings = settings();
-    settings.limits.store_timeout = Duration::from_secs(60);
     settings.limits.request_timeout = Duration::from_secs(120);
     TestApp::with_settings(settings).await
 }

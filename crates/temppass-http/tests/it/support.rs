@@ -166,7 +166,7 @@ impl TestApp {
     /// `wrap` may put a test double around the SQLite store.
     pub async fn build(settings: Settings, wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -> Self {
         let dir = ok(tempfile::tempdir(), "temporary directory");
-        let sqlite = ok(SqliteStore::open(dir.path().join("temppass.db"), SqliteOptions::default()), "open SQLite");
+        let sqlite = ok(SqliteStore::open(dir.path().join("temppass.db"), generous()), "open SQLite");
         let store = wrap(Arc::new(sqlite));
         let clock = Arc::new(ManualClock::new(Timestamp::from_millis(START_MS)));
         let state = ok(AppState::new(settings, store, clock.clone()).await, "application state");
@@ -496,4 +496,11 @@ pub fn jws_claims(token: &str) -> Value {
     let payload = some(token.split('.').nth(1), "the JWS payload");
     let bytes = ok(URL_SAFE_NO_PAD.decode(payload), "base64url payload");
     ok(serde_json::from_slice(&bytes), "JSON claims")
+}
+
+/// The test store's options: these tests count decisions and check answers;
+/// they do not time the store (its deadline has tests of its own), so its
+/// operations may take as long as a loaded machine needs.
+fn generous() -> SqliteOptions {
+    SqliteOptions { busy_timeout: std::time::Duration::from_secs(60), ..SqliteOptions::default() }
 }
