@@ -7,10 +7,11 @@
 //! module reads the bindings into a `Found` and writes the plan, all inside
 //! the writer's one transaction.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use temppass_core::{ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId};
 use temppass_store::{
-    AuthorizeOutcome, Bound, BoundKeys, Found, KeyKind, Plan, PlannedTrial, StoreError, TrialLookup, plan,
+    AuthorizeOutcome, Bound, BoundKeys, Found, KeyKind, Plan, PlannedTrial, ResetPlan, ResetTarget, StoreError,
+    TrialLookup, plan, plan_reset,
 };
 
 use crate::to_store_error;
@@ -211,36 +212,50 @@ fn delete_if_unbound(conn: &Connection, trial: i64) -> rusqlite::Result<usize> {
         .execute(params![trial])
 }
 
-/// Removes one binding (and its trial once nothing finds it), or all bindings of a kind in O(1).
+/// Resets one key ([`plan_reset`]), or, with `None`, every key of the scope
+/// in O(1): the generations of both kinds move on, so every trial of the
+/// scope is superseded, whichever keys found it (SPEC.md §2).
 pub(crate) fn reset(conn: &Connection, scope: &RuleScope, kind: KeyKind, key: Option<&str>) -> Result<(), StoreError> {
     let sp = scope.service_provider.as_str();
     let mvpd = scope.mvpd.as_str();
     let result = match key {
-        None => conn
-            .prepare_cached(
+        None => KeyKind::ALL.iter().try_for_each(|every| {
+            conn.prepare_cached(
                 "INSERT INTO generations (service_provider, mvpd, key_kind, generation) VALUES (?1, ?2, ?3, 1)
                  ON CONFLICT (service_provider, mvpd, key_kind) DO UPDATE SET generation = generation + 1",
-            )
-            .and_then(|mut s| s.execute(params![sp, mvpd, kind.code()]))
-            .map(drop),
+            )?
+            .execute(params![sp, mvpd, every.code()])
+            .map(drop)
+        }),
         Some(key) => reset_one(conn, sp, mvpd, kind, key),
     };
     result.map_err(to_store_error)
 }
 
 fn reset_one(conn: &Connection, sp: &str, mvpd: &str, kind: KeyKind, key: &str) -> rusqlite::Result<()> {
-    let trial: Option<i64> = conn
+    let target = conn
         .prepare_cached(
-            "DELETE FROM bindings WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = ?3 AND key = ?4
-             RETURNING trial_id",
+            "SELECT b.trial_id, b.generation = COALESCE(
+                 (SELECT generation FROM generations WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = ?3), 0)
+             FROM bindings b WHERE b.service_provider = ?1 AND b.mvpd = ?2 AND b.key_kind = ?3 AND b.key = ?4",
         )?
-        .query_map(params![sp, mvpd, kind.code(), key], |row| row.get(0))?
-        // Stepping to the end finishes the statement (see insert_trial).
-        .collect::<rusqlite::Result<Vec<i64>>>()?
-        .into_iter()
-        .next();
-    if let Some(trial) = trial {
-        delete_if_unbound(conn, trial)?;
+        .query_row(params![sp, mvpd, kind.code(), key], |row| {
+            Ok(ResetTarget { trial_id: TrialId(row.get(0)?), counts: row.get(1)? })
+        })
+        .optional()?;
+    match plan_reset(target) {
+        ResetPlan::Nothing => {}
+        ResetPlan::EndTrial(trial) => {
+            conn.prepare_cached("DELETE FROM bindings WHERE trial_id = ?1")?.execute(params![trial.0])?;
+            conn.prepare_cached("DELETE FROM trials WHERE id = ?1")?.execute(params![trial.0])?;
+        }
+        ResetPlan::DropStale(trial) => {
+            conn.prepare_cached(
+                "DELETE FROM bindings WHERE service_provider = ?1 AND mvpd = ?2 AND key_kind = ?3 AND key = ?4",
+            )?
+            .execute(params![sp, mvpd, kind.code(), key])?;
+            delete_if_unbound(conn, trial.0)?;
+        }
     }
     Ok(())
 }

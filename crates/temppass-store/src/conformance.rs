@@ -73,9 +73,9 @@ macro_rules! conformance_tests {
             a_trial_started_before_the_scheduled_reset_is_absent_and_replaced,
             resetting_one_device_starts_it_afresh_and_touches_nothing_else,
             resetting_all_devices_starts_every_device_of_the_scope_afresh_and_touches_no_other_scope,
-            resetting_one_identity_removes_only_that_identity_binding,
-            resetting_all_identities_removes_every_identity_binding_of_the_scope_only,
-            a_promotional_trial_survives_a_device_reset_through_its_identity_until_that_is_reset_too,
+            resetting_one_identity_ends_its_trial_for_every_device_of_it,
+            resetting_all_identities_ends_every_trial_of_the_scope_only,
+            resetting_a_device_ends_its_promotional_trial_for_its_identity_too,
             a_new_trial_never_reuses_the_id_of_a_removed_trial,
             applications_are_created_found_and_revoked_by_name,
             a_revoked_application_name_may_be_reused,
@@ -868,11 +868,13 @@ pub async fn resetting_all_devices_starts_every_device_of_the_scope_afresh_and_t
     }
 }
 
-pub async fn resetting_one_identity_removes_only_that_identity_binding(store: Arc<dyn Store>) {
+pub async fn resetting_one_identity_ends_its_trial_for_every_device_of_it(store: Arc<dyn Store>) {
     let store = &*store;
     let [scope, other_mvpd, other_service_provider] = three_scopes();
     let rule = promotional_rule(3, "24h");
     let first = permit(store, &Keys::promotional(&scope, "d1", "one@example.com"), &rule, "res-1", T0_MS).await;
+    // A second device of the same viewer joins the trial.
+    permit(store, &Keys::promotional(&scope, "d1b", "one@example.com"), &rule, "res-1", T0_MS).await;
     let second = permit(store, &Keys::promotional(&scope, "d2", "two@example.com"), &rule, "res-1", T0_MS).await;
     let mut elsewhere = Vec::new();
     for other in [&other_mvpd, &other_service_provider] {
@@ -883,19 +885,25 @@ pub async fn resetting_one_identity_removes_only_that_identity_binding(store: Ar
     store.reset_identities(&scope, Some(&one)).await.expect("reset_identities succeeds");
     let by_identity = Keys::promotional(&scope, "fresh-device", "one@example.com");
     assert_eq!(find(store, &by_identity).await, None, "the reset identity still finds its trial");
-    assert_same_trial(&found(store, &Keys::device(&scope, "d1")).await, &first, "an identity reset removed a device");
+    for device in ["d1", "d1b"] {
+        let by_device = Keys::device(&scope, device);
+        assert_eq!(find(store, &by_device).await, None, "{device} still finds the trial of the reset identity");
+    }
     let other = Keys::promotional(&scope, "fresh-device", "two@example.com");
     assert_same_trial(&found(store, &other).await, &second, "another identity");
     for (other, trial) in [&other_mvpd, &other_service_provider].into_iter().zip(&elsewhere) {
         let keys = Keys::promotional(other, "fresh-device", "one@example.com");
         assert_same_trial(&found(store, &keys).await, trial, "the same identity under another rule");
     }
-    let fresh = permit(store, &by_identity, &rule, "res-2", T0_MS + MINUTE_MS).await;
+    // The viewer on the same device starts afresh: the device did not keep the old trial.
+    let same_device = Keys::promotional(&scope, "d1", "one@example.com");
+    let fresh = permit(store, &same_device, &rule, "res-2", T0_MS + MINUTE_MS).await;
     assert_ne!(fresh.id, first.id, "the reset identity continued its old trial");
+    assert_eq!(fresh.started_at, at(T0_MS + MINUTE_MS), "the reset identity has no fresh clock");
     assert_eq!(resource_set(&fresh), BTreeSet::from(["res-2"]), "the reset identity kept its old resources");
 }
 
-pub async fn resetting_all_identities_removes_every_identity_binding_of_the_scope_only(store: Arc<dyn Store>) {
+pub async fn resetting_all_identities_ends_every_trial_of_the_scope_only(store: Arc<dyn Store>) {
     let store = &*store;
     let [scope, other_mvpd, other_service_provider] = three_scopes();
     let rule = promotional_rule(3, "24h");
@@ -910,59 +918,60 @@ pub async fn resetting_all_identities_removes_every_identity_binding_of_the_scop
     }
 
     store.reset_identities(&scope, None).await.expect("reset_identities(all) succeeds");
-    for (k, (value, trial)) in values.iter().zip(&trials).enumerate() {
+    for (k, value) in values.iter().enumerate() {
         let keys = Keys::promotional(&scope, "fresh-device", value);
         assert_eq!(find(store, &keys).await, None, "{value} still finds a trial after a reset of all identities");
-        let by_device = found(store, &Keys::device(&scope, &format!("d{k}"))).await;
-        assert_same_trial(&by_device, trial, "a reset of all identities removed a device");
+        let by_device = Keys::device(&scope, &format!("d{k}"));
+        assert_eq!(
+            find(store, &by_device).await,
+            None,
+            "a device still finds its trial after a reset of all identities"
+        );
     }
     for (other, trial) in [&other_mvpd, &other_service_provider].into_iter().zip(&elsewhere) {
         let keys = Keys::promotional(other, "fresh-device", values[0]);
         assert_same_trial(&found(store, &keys).await, trial, "a reset of all identities reached another rule");
     }
-    let keys = Keys::promotional(&scope, "fresh-device", values[0]);
+    let keys = Keys::promotional(&scope, "d0", values[0]);
     let fresh = permit(store, &keys, &rule, "res-2", T0_MS + MINUTE_MS).await;
-    assert!(trials.iter().all(|t| t.id != fresh.id), "an identity continued a trial after a reset of all");
+    assert!(trials.iter().all(|t| t.id != fresh.id), "a viewer continued a trial after a reset of all identities");
+    assert_eq!(resource_set(&fresh), BTreeSet::from(["res-2"]), "the fresh trial kept old resources");
     let other = Keys::promotional(&scope, "another-fresh-device", values[1]);
     assert_eq!(find(store, &other).await, None, "a new authorization revived another identity's binding");
 }
 
-pub async fn a_promotional_trial_survives_a_device_reset_through_its_identity_until_that_is_reset_too(
-    store: Arc<dyn Store>,
-) {
+pub async fn resetting_a_device_ends_its_promotional_trial_for_its_identity_too(store: Arc<dyn Store>) {
     let store = &*store;
     let [scope, other_scope, _] = three_scopes();
     let rule = promotional_rule(2, "24h");
     let keys = Keys::promotional(&scope, "tv", "viewer@example.com");
     let trial = permit(store, &keys, &rule, "res-1", T0_MS).await;
+    permit(store, &keys, &rule, "res-2", T0_MS).await;
+    deny(store, &keys, &rule, "res-3", T0_MS, DenyReason::ResourcesLimitExceeded).await;
 
+    // The support desk's case: the viewer's titles ran out and their TV is reset.
     store.reset_devices(&scope, Some(&keys.device)).await.expect("reset_devices succeeds");
-    assert_eq!(find(store, &Keys::device(&scope, "tv")).await, None, "the reset device alone still finds the trial");
-    let by_identity = found(store, &Keys::promotional(&scope, "phone", "viewer@example.com")).await;
-    assert_eq!(by_identity, trial, "the identity lost the trial or its resources in a device reset");
-    // The device comes back to the identity's trial and is bound again.
-    let continued = permit(store, &keys, &rule, "res-1", T0_MS + MINUTE_MS).await;
-    assert_eq!(continued, trial, "the device with its identity did not continue the trial");
-    assert_eq!(find(store, &Keys::device(&scope, "tv")).await, Some(trial.clone()), "the device is not bound again");
-
-    store.reset_devices(&scope, Some(&keys.device)).await.expect("reset_devices succeeds");
-    let value = identity("viewer@example.com");
-    store.reset_identities(&scope, Some(&value)).await.expect("reset_identities succeeds");
-    assert_eq!(find(store, &keys).await, None, "a trial with no binding left is still found");
-    let fresh = permit(store, &keys, &rule, "res-2", T0_MS + 2 * MINUTE_MS).await;
+    assert_eq!(find(store, &Keys::device(&scope, "tv")).await, None, "the reset device still finds the trial");
+    let by_identity = Keys::promotional(&scope, "phone", "viewer@example.com");
+    assert_eq!(find(store, &by_identity).await, None, "the identity kept the trial of the reset device");
+    let fresh = permit(store, &keys, &rule, "res-3", T0_MS + MINUTE_MS).await;
     // Trial ids are never reused: media tokens carry a `sid` derived from the id.
     assert_ne!(fresh.id, trial.id, "the new trial reuses the id of the trial it replaces");
-    assert_eq!(fresh.started_at, at(T0_MS + 2 * MINUTE_MS), "the new trial has no fresh clock");
-    assert_eq!(resource_set(&fresh), BTreeSet::from(["res-2"]), "the new trial kept old resources");
+    assert_eq!(fresh.started_at, at(T0_MS + MINUTE_MS), "the new trial has no fresh clock");
+    assert_eq!(resource_set(&fresh), BTreeSet::from(["res-3"]), "the new trial kept old resources");
 
-    // The same with resets of all.
+    // A reset of all devices ends the trials that identities find too.
     let keys = Keys::promotional(&other_scope, "tv", "viewer@example.com");
-    let trial = permit(store, &keys, &rule, "res-1", T0_MS).await;
+    permit(store, &keys, &rule, "res-1", T0_MS).await;
     store.reset_devices(&other_scope, None).await.expect("reset_devices(all) succeeds");
     assert_eq!(find(store, &Keys::device(&other_scope, "tv")).await, None);
-    assert_eq!(find(store, &keys).await, Some(trial), "the identity lost the trial in a reset of all devices");
-    store.reset_identities(&other_scope, None).await.expect("reset_identities(all) succeeds");
-    assert_eq!(find(store, &keys).await, None, "a trial with no binding left is still found");
+    let by_identity = Keys::promotional(&other_scope, "phone", "viewer@example.com");
+    assert_eq!(find(store, &by_identity).await, None, "the identity kept its trial through a reset of all devices");
+    // A key left behind by the reset of all can still be reset on its own.
+    store.reset_identities(&other_scope, Some(&identity("viewer@example.com"))).await.expect("a stale reset succeeds");
+    assert_eq!(find(store, &keys).await, None, "a reset of a superseded key found a trial");
+    let fresh = permit(store, &keys, &rule, "res-2", T0_MS + MINUTE_MS).await;
+    assert_eq!(resource_set(&fresh), BTreeSet::from(["res-2"]), "the fresh trial kept old resources");
 }
 
 pub async fn a_new_trial_never_reuses_the_id_of_a_removed_trial(store: Arc<dyn Store>) {
@@ -1381,18 +1390,21 @@ pub async fn reclaiming_after_a_reset_all_removes_superseded_bindings_and_their_
 
     store.reset_devices(&here, None).await.expect("reset_devices succeeds");
     let report = reclaim_fully(store, T0_MS + 1).await;
-    assert_eq!(report.bindings, 11, "every superseded device binding should go: {report:?}");
-    assert_eq!(report.trials, 10, "the ten device-only trials should go, the one with an identity stays: {report:?}");
+    // A reset of all devices ends every trial of the scope: the identity's binding is superseded too.
+    assert_eq!(report.bindings, 12, "every superseded binding, of devices and the identity, should go: {report:?}");
+    assert_eq!(report.trials, 11, "every trial of the scope should go: {report:?}");
 
     let by_identity = Keys { device: DeviceId::parse("new-device").expect("a valid device id"), ..both.clone() };
-    assert_same_trial(&found(store, &by_identity).await, &both_trial, "the identity's trial after reclaiming");
+    assert_eq!(find(store, &by_identity).await, None, "the identity still finds a trial after reclaiming");
+    let fresh = permit(store, &both, &rule, "res", T0_MS + 2).await;
+    assert_ne!(fresh.id, both_trial.id, "the identity's old trial came back");
     for (keys, trial) in elsewhere.iter().zip(&elsewhere_trials) {
         assert_same_trial(&found(store, keys).await, trial, "a trial of another scope after reclaiming");
     }
     for n in 0..10 {
         assert_eq!(find(store, &Keys::device(&here, &format!("device-{n}"))).await, None);
     }
-    let again = reclaim_fully(store, T0_MS + 2).await;
+    let again = reclaim_fully(store, T0_MS + 3).await;
     assert_eq!(again.removed(), 0, "a second pass found more to remove: {again:?}");
 }
 

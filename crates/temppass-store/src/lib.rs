@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
 
 pub use bound_keys::{BoundKeys, DEVICE_KEY, IDENTITY_KEY};
-pub use plan::{Bound, Found, KeyKind, Merge, NewTrial, Plan, PlannedTrial, plan};
+pub use plan::{Bound, Found, KeyKind, Merge, NewTrial, Plan, PlannedTrial, ResetPlan, ResetTarget, plan, plan_reset};
 pub use records::{
     AccessGrant, AccessToken, ApiKey, Application, CLIENT_IDLE_MS, Client, ReclaimReport, Session, StoredSigningKey,
     holds_nul,
@@ -146,10 +146,14 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<AuthorizeOutcome, StoreError>;
 
-    /// Removes device bindings under `scope`: one device, or all of them (`None`) in O(1).
+    /// Resets one device under `scope`: ends the trial it finds, with all of
+    /// its bindings ([`plan_reset`]); or, with `None`, ends every trial of the
+    /// scope in O(1) (SPEC.md §2).
     async fn reset_devices(&self, scope: &RuleScope, device: Option<&DeviceId>) -> Result<(), StoreError>;
 
-    /// Removes identity bindings under `scope`: one identity, or all of them (`None`) in O(1).
+    /// Resets one identity under `scope` as [`Store::reset_devices`] resets a
+    /// device; with `None`, ends every trial of the scope in O(1), exactly as a
+    /// reset of all devices does.
     async fn reset_identities(&self, scope: &RuleScope, identity: Option<&IdentityHash>) -> Result<(), StoreError>;
 
     // --- registered applications, clients and access tokens (SPEC.md §6) ---

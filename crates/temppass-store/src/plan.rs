@@ -21,6 +21,11 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
+    /// Every kind of key. A reset of all devices or of all identities of an
+    /// MVPD supersedes the generations of all of them (SPEC.md §2): it ends
+    /// every trial of the MVPD, whichever keys found it.
+    pub const ALL: [KeyKind; 2] = [KeyKind::Device, KeyKind::Identity];
+
     /// The code stored in `bindings.key_kind`.
     pub const fn code(self) -> i16 {
         self as i16
@@ -213,6 +218,39 @@ impl Plan {
     }
 }
 
+/// What a reset of one key finds: the trial its binding points to, and
+/// whether the binding counts (of the current generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResetTarget {
+    pub trial_id: TrialId,
+    pub counts: bool,
+}
+
+/// What a reset of one device or one identity writes (SPEC.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetPlan {
+    /// The key has no binding: nothing to do.
+    Nothing,
+    /// The key finds this trial: it ends, with every binding of it, so every
+    /// device and identity of the trial starts afresh. (Removing only the
+    /// named binding was undone by the viewer's next request naming the
+    /// other key, which re-attached the key to the old trial.)
+    EndTrial(TrialId),
+    /// The key's binding counts no more (an "all" reset superseded it): the
+    /// binding goes, and its trial once no binding points to it; the other
+    /// keys of that trial, if any, were superseded too.
+    DropStale(TrialId),
+}
+
+/// Plans the reset of one key whose binding is `target`.
+pub fn plan_reset(target: Option<ResetTarget>) -> ResetPlan {
+    match target {
+        None => ResetPlan::Nothing,
+        Some(ResetTarget { trial_id, counts: true }) => ResetPlan::EndTrial(trial_id),
+        Some(ResetTarget { trial_id, counts: false }) => ResetPlan::DropStale(trial_id),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use temppass_core::{DurationMs, RuleKind};
@@ -381,6 +419,24 @@ mod tests {
     fn a_started_plan_without_an_id_is_an_error_not_a_panic() {
         let plan = plan(&Found::default(), false, &basic(), &res("a"), NOW);
         assert!(matches!(plan.outcome(None), Err(StoreError::Internal(_))));
+    }
+
+    #[test]
+    fn resetting_a_key_ends_the_whole_trial_it_finds() {
+        let target = ResetTarget { trial_id: TrialId(7), counts: true };
+        assert_eq!(plan_reset(Some(target)), ResetPlan::EndTrial(TrialId(7)));
+    }
+
+    #[test]
+    fn resetting_a_key_left_behind_by_a_reset_all_only_drops_its_binding() {
+        let target = ResetTarget { trial_id: TrialId(7), counts: false };
+        assert_eq!(plan_reset(Some(target)), ResetPlan::DropStale(TrialId(7)));
+        assert_eq!(plan_reset(None), ResetPlan::Nothing);
+    }
+
+    #[test]
+    fn a_reset_of_all_keys_of_either_kind_supersedes_both_kinds() {
+        assert_eq!(KeyKind::ALL, [KeyKind::Device, KeyKind::Identity]);
     }
 
     #[test]

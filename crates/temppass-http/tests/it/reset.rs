@@ -97,29 +97,48 @@ async fn a_device_reset_touches_no_other_mvpd_and_no_other_service_provider() {
     assert_eq!(profile.profile(PROMO)["attributes"]["used_assets"]["value"], serde_json::json!(["title-1"]));
 }
 
+/// The support desk's case (SPEC.md §2): a viewer whose free titles ran out
+/// is reset by e-mail, and on the same device, with the same e-mail, starts
+/// afresh; the device binding does not bring the old trial back.
 #[tokio::test]
-async fn a_promotional_trial_survives_a_device_reset_through_its_identity_and_is_gone_after_both() {
+async fn a_viewer_reset_by_identity_starts_afresh_on_the_same_device() {
+    let app = TestApp::new().await;
+    for title in ["title-1", "title-2", "title-3"] {
+        let reply = app.authorize(PROMO, "tv", &[title]).identity("viewer@example.com").send().await;
+        assert_permitted(reply.decision(), title);
+    }
+    let spent = app.authorize(PROMO, "tv", &["title-4"]).identity("viewer@example.com").send().await;
+    assert_denied(spent.decision(), "title-4", 403, "temporary_access_resources_limit_exceeded", "authentication");
+    app.advance_ms(1_000);
+    let hash = hex::encode(Sha256::digest(b"viewer@example.com"));
+    app.delete(&identity_reset(V3, &format!("requestor_id={SP}&mvpd_id={PROMO}&key={hash}")))
+        .send()
+        .await
+        .assert_status(204);
+
+    let again = app.authorize(PROMO, "tv", &["title-4"]).identity("viewer@example.com").send().await;
+    assert_permitted(again.decision(), "title-4");
+    let profile = app.profile(PROMO, "tv").identity("viewer@example.com").send().await;
+    let profile = profile.profile(PROMO);
+    assert_eq!(int(&profile["notBefore"]), app.now_ms(), "the trial did not start afresh");
+    assert_eq!(profile["attributes"]["used_assets"]["value"], serde_json::json!(["title-4"]));
+}
+
+/// A device reset ends the whole trial it finds: the identity bound to it starts afresh too.
+#[tokio::test]
+async fn a_device_reset_ends_the_promotional_trial_for_its_identity_too() {
     let app = TestApp::new().await;
     let first = app.authorize(PROMO, "phone", &["title-1"]).identity("viewer@example.com").send().await;
-    let not_after = int(&first.decision()["notAfter"]);
+    assert_permitted(first.decision(), "title-1");
     app.advance_ms(1_000);
     app.delete(&device_reset(V3, &format!("requestor_id={SP}&mvpd_id={PROMO}&device_id=phone")))
         .send()
         .await
         .assert_status(204);
 
-    let still = app.profile(PROMO, "phone").identity("viewer@example.com").send().await;
-    assert_eq!(int(&still.profile(PROMO)["notAfter"]), not_after, "the identity no longer finds its trial");
-    assert_eq!(still.profile(PROMO)["attributes"]["used_assets"]["value"], serde_json::json!(["title-1"]));
-
-    // The profile re-bound nothing; reset the identity too and the trial is gone.
-    app.delete(&identity_reset(V3, &format!("requestor_id={SP}&mvpd_id={PROMO}&key=viewer@example.com")))
-        .send()
-        .await
-        .assert_status(204);
-    let fresh = app.profile(PROMO, "phone").identity("viewer@example.com").send().await;
-    let profile = fresh.profile(PROMO);
-    assert_eq!(int(&profile["notBefore"]), app.now_ms(), "the profile should be prospective");
+    let other_device = app.profile(PROMO, "tablet").identity("viewer@example.com").send().await;
+    let profile = other_device.profile(PROMO);
+    assert_eq!(int(&profile["notBefore"]), app.now_ms(), "the identity kept the trial of the reset device");
     assert_eq!(profile["attributes"]["used_assets"]["value"], serde_json::json!([]));
     assert_eq!(int(&profile["attributes"]["remaining_resources"]["value"]), PROMO_MAX_RESOURCES);
 }
