@@ -10,7 +10,94 @@
 //! is read, so a transaction costs two network round trips (one for first
 //! uses on keys never bound, which read nothing). Atomicity comes
 //! from locks, taken in one global order (`locks.rs`); what each
-//! authorization decides and writes is `temppass_store::plan`.
+//! authorization decides and writes is `temppass_store::plan`, decided in
+//! Rust between the read and the write, never in SQL.
+//!
+//! # Where things are
+//!
+//! - `lookup.rs`: the one-statement lookup of a lookup's keys (`FIND`).
+//! - `shared_reads.rs`: the few connections those lookups share, outside the
+//!   pool, when nothing needs writing.
+//! - `writer.rs`: the writer tasks (as many as lookup lanes), group commit.
+//! - `batch.rs`: which jobs of a batch share a transaction, and what a failure does.
+//! - `batch_tx.rs`: the locked and the first-use transaction.
+//! - `batch_writes.rs`: what a batch's transaction writes for its plans.
+//! - `locks.rs`: THE lock order, and the advisory lock numbers.
+//! - `reset.rs`, `reclaim.rs`: resets, and reclaiming in bounded steps (each
+//!   server walks with its own cursor; two servers reclaiming at once only
+//!   repeat each other's work).
+//! - `bound_keys.rs`: filling the filter of bound keys at connect.
+//! - `connection.rs`: a pooled connection never handed back half-used; pipelines.
+//! - `records.rs`: applications, clients, tokens, sessions, API keys, signing keys.
+//! - `migrate.rs`: migrations at start-up, one transaction under an advisory
+//!   lock; a database newer than the binary stops start-up.
+//! - `testing.rs` (feature `testing`): a database per test, a proxy that cuts
+//!   PostgreSQL off.
+//!
+//! # How each operation stays atomic
+//!
+//! Each write transaction locks in the order of `locks.rs`, which also says
+//! why two first authorizations of one key make one trial, on any number of
+//! servers. Then:
+//!
+//! - **promotional cap**: the trial's row is locked and read again, then
+//!   `len(used) < max_resources` is checked and the resource appended in the
+//!   same transaction.
+//! - **lookup and merge**: both trials are locked (in id order), the older
+//!   survives with the union, every binding of the other moves to it, the
+//!   other is deleted and the missing key bound: one transaction.
+//! - **resets** (`reset.rs`), **reclaiming** (`reclaim.rs`) and
+//!   **`ensure_signing_key`** (`records.rs`, one advisory lock: servers that
+//!   start together make one key) are one short transaction each.
+//!
+//! **Reads.** `find_trial` and the fast path of `authorize` are one statement
+//! on a shared connection: when every key is bound to one trial and the plan
+//! writes nothing, that is the answer — linearizable for the same reason as
+//! the SQLite store's reader path (it sees a committed state, and an
+//! authorization that changes nothing may be ordered there). An authorization
+//! on an active trial is therefore one statement, plus the bearer's grant when
+//! it is not in the server's grant cache.
+//!
+//! **Writes.** An authorization that must write queues to the writer tasks
+//! (past [`PostgresOptions::max_queued_writes`] it fails at once with
+//! `StoreError::Busy`), which run it in a batch (`writer.rs`, `batch.rs`).
+//! A trial's id is drawn with `nextval` before its row is written
+//! (`batch_writes.rs`), which the server's role may do because it owns the
+//! tables it migrated.
+//!
+//! # Deadlines and outages
+//!
+//! `storage.timeout` ([`PostgresOptions::operation_timeout`]) bounds a whole
+//! store operation: waiting for a pooled connection or a lookup lane,
+//! connecting, every statement (`within_deadline`). A connection cut off
+//! mid-exchange is closed (`connection.rs`), a lookup lane that failed
+//! connects anew (`shared_reads.rs`), and TCP keepalive notices a dead peer
+//! within about half a minute. While PostgreSQL is unreachable every operation
+//! fails fast with [`StoreError::Unavailable`] (answered
+//! `internal_server_error`, action `retry`); when it returns, the pool drops
+//! the dead connections as they come out and opens new ones: nothing to
+//! restart. At start-up, though, [`PostgresStore::connect`] fails, and `serve`
+//! stops with a message naming the server: the schema must be migrated before
+//! anything is served, and a supervisor restarts the process.
+//!
+//! # Why tokio-postgres and deadpool-postgres, not sqlx
+//!
+//! tokio-postgres is the PostgreSQL driver under most others: async, with
+//! SQLSTATE codes as values (`to_store_error` maps them to `StoreError`, so no
+//! driver error leaves this crate), and **pipelining**: a transaction's
+//! statements go out without awaiting each one, which sqlx's API does not allow
+//! inside a transaction. Statements are prepared once per connection and
+//! reused. deadpool-postgres is a small bounded pool
+//! ([`PostgresOptions::pool_size`]; the lookup lanes come on top) with
+//! explicit wait, create and recycle timeouts and a per-connection statement
+//! cache; its "fast" recycling only checks whether the connection closed, so a
+//! checkout costs no round trip. sqlx's compile-time checked queries would need
+//! a database (or checked-in query data) at build time.
+//!
+//! Not done: TLS to PostgreSQL (`sslmode=require` is refused at start-up: use a
+//! private network or a local socket). A transaction-mode pooler (PgBouncer) in
+//! front keeps neither session settings nor prepared statements: connect
+//! directly, or use session pooling.
 
 mod batch;
 mod batch_tx;
@@ -36,7 +123,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
+use temppass_core::{DeviceId, IdentityHash, RuleScope, Timestamp, Trial};
 use temppass_store::{
     AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, BoundKeys, Client, KeyKind, ReclaimReport,
     Session, Store, StoreError, StoredSigningKey, TrialLookup, plan,
@@ -288,13 +375,8 @@ impl Store for PostgresStore {
         self.within_deadline(async { Ok(self.shared.find(lookup).await?.trial()) }).await
     }
 
-    async fn authorize(
-        &self,
-        lookup: TrialLookup<'_>,
-        rule: &Rule,
-        resource: &ResourceId,
-        now: Timestamp,
-    ) -> Result<AuthorizeOutcome, StoreError> {
+    async fn authorize(&self, request: Authorization<'_>) -> Result<AuthorizeOutcome, StoreError> {
+        let lookup = request.lookup;
         self.within_deadline(async {
             // Most authorizations continue a trial that needs no write: one
             // statement answers those — unless a key was never bound (as far
@@ -302,7 +384,7 @@ impl Store for PostgresStore {
             // Linearizable: the statement reads one committed state, and an
             // authorization that changes nothing may be ordered at that point.
             if self.bound.may_all_be_bound(lookup) {
-                let plan = plan(&self.shared.find(lookup).await?, lookup.identity.is_some(), rule, resource, now);
+                let plan = plan(&self.shared.find(lookup).await?, request);
                 if plan.writes_nothing() {
                     return plan.outcome(None);
                 }
@@ -316,7 +398,7 @@ impl Store for PostgresStore {
                 return Err(StoreError::Busy(format!("{queued} writes are already queued for the PostgreSQL writers")));
             }
             let (reply, answer) = oneshot::channel();
-            let job = batch::WriteJob::new(lookup, rule, resource, now).keys_never_bound(keys_never_bound);
+            let job = batch::WriteJob::new(request).keys_never_bound(keys_never_bound);
             self.writes
                 .send((job, reply))
                 .map_err(|_| StoreError::Internal("the PostgreSQL writers have stopped".into()))?;

@@ -6,9 +6,51 @@
 //! commit. A small pool of reader connections is used inline on the async
 //! workers because a WAL point read costs microseconds and a thread hop would
 //! cost more than the read. WAL mode lets readers run while the writer
-//! commits. Writes run one after the other inside `BEGIN IMMEDIATE`, so they
-//! are serialised by SQLite itself: that is what makes the first
-//! authorization, the resource cap and the merge atomic.
+//! commits. Two helper threads (`background.rs`) load the filter of bound keys
+//! at open and checkpoint the WAL off the writer's path.
+//!
+//! # How each operation stays atomic
+//!
+//! Writes run one after the other on the writer (`writer.rs`), so SQLite
+//! itself serialises them. Inside a write the code reads the bindings, calls
+//! `temppass_store::plan` and writes the plan (`trials.rs`):
+//!
+//! - **first authorization**: finds nothing, inserts the trial, binds the
+//!   device. A hundred concurrent first authorizations for one device queue on
+//!   the writer; the first creates the trial, the others find it: one trial,
+//!   one `notAfter`.
+//! - **promotional cap**: `len(used) < max_resources` is checked and the
+//!   resource appended in the same write, so the cap is never exceeded and no
+//!   permit is returned for a resource that was not recorded.
+//! - **lookup and merge**: both keys' trials are read, the older survives with
+//!   the union of resources, every binding of the other moves to it and the
+//!   missing key is bound, in one write: two concurrent requests can never
+//!   leave the device on one trial and the identity on another.
+//!
+//! **Reads without writes.** Most authorizations change nothing (an active
+//! trial, every key bound, the resource already used or a basic rule): they
+//! are answered from a reader and never reach the writer. If the plan would
+//! write anything, the request goes to the writer, which reads again inside
+//! its transaction. This is linearizable: the read sees a committed state, and
+//! an authorization that changes nothing may be ordered at that point. A key
+//! the filter of bound keys ([`BoundKeys`]) has certainly never seen skips
+//! that read, which could only find nothing; the key is put in before the
+//! write that may bind it is queued.
+//!
+//! Deadlines: every operation is bounded by `storage.timeout`, given here as
+//! [`SqliteOptions::busy_timeout`] (see `writer.rs` for the writer's part).
+//! Durability (`synchronous = NORMAL`) is in docs/ARCHITECTURE.md, "Durability".
+//!
+//! # Why rusqlite, not sqlx
+//!
+//! rusqlite is synchronous and thin: a prepared-statement cache, no runtime,
+//! no connection-pool machinery between the handler and SQLite's point read.
+//! The read path stays on the async worker, the write path goes to the writer
+//! thread on purpose, and `BEGIN IMMEDIATE` and the savepoints are explicit.
+//! sqlx's SQLite driver runs every statement on a background worker thread
+//! and hands results back through a channel: the thread hop this design
+//! avoids on the hot path. `rusqlite::Error` never leaves this crate; it
+//! becomes a `StoreError` here.
 
 mod background;
 mod migrate;
@@ -183,27 +225,20 @@ impl Store for SqliteStore {
         self.read(|conn| trials::find(conn, lookup).map(|found| found.trial()))
     }
 
-    async fn authorize(
-        &self,
-        lookup: TrialLookup<'_>,
-        rule: &Rule,
-        resource: &ResourceId,
-        now: Timestamp,
-    ) -> Result<AuthorizeOutcome, StoreError> {
+    async fn authorize(&self, request: Authorization<'_>) -> Result<AuthorizeOutcome, StoreError> {
+        let lookup = request.lookup;
         // Most authorizations continue a trial that needs no write: answer
         // those from a reader — unless a key was never bound, as on a first
         // authorization, when the read could only find nothing.
         if self.bound.may_all_be_bound(lookup)
-            && let Some(plan) = self.read(|conn| trials::plan_without_write(conn, lookup, rule, resource, now))?
+            && let Some(plan) = self.read(|conn| trials::plan_without_write(conn, request))?
         {
             return plan.outcome(None);
         }
         // Before the write that may bind them, so that the filter never misses a bound key.
         self.bound.insert_lookup(lookup);
-        let lookup = OwnedLookup::new(lookup);
-        let rule = rule.clone();
-        let resource = resource.clone();
-        self.write(move |tx| trials::authorize(tx, lookup.borrow(), &rule, &resource, now)).await
+        let request = OwnedAuthorization::new(request);
+        self.write(move |tx| trials::authorize(tx, request.borrow())).await
     }
 
     async fn reset_devices(&self, scope: &RuleScope, device: Option<&DeviceId>) -> Result<(), StoreError> {

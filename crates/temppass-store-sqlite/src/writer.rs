@@ -6,12 +6,22 @@
 //! [`MAX_BATCH`]), runs them one after the other inside one `BEGIN IMMEDIATE`
 //! transaction — each in a savepoint of its own, so a write that fails undoes
 //! only itself — and commits once (group commit). Nobody is answered before
-//! the commit: a permit is only ever returned for a committed trial, and if
-//! the commit fails, every write of the batch is answered with the failure.
+//! the commit: a permit is only ever returned for a committed trial. Not even
+//! a failed write is answered before it, since its failure may rest on an
+//! earlier write of the batch that a failed commit undoes. A failed commit,
+//! SQLite rolling the transaction back, or a savepoint that cannot be ended
+//! fails every write of the batch.
 //!
 //! Writes in a batch run in the order they were queued and each sees the
 //! ones before it, exactly as if each had been a transaction of its own; only
-//! the pages touched and the wake-ups are shared.
+//! the pages touched and the wake-ups are shared (what that saves against a
+//! transaction per write on the blocking pool: docs/PERFORMANCE.md, change 2).
+//!
+//! Each write carries its caller's deadline (`storage.timeout`): the writer
+//! skips a write it reaches after it, so an overload does not run late work,
+//! and a caller whose write is still running then (a stalled disk) is answered
+//! `Unavailable` at its deadline, whatever the writer does. Such a write may
+//! still commit; the client's retry then finds its trial.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
