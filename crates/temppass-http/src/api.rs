@@ -17,7 +17,7 @@ use temppass_core::{
     DeviceId, IdentityHash, MvpdId, ProfileState, ResourceId, RuleKind, Timestamp, Trial, media_token_expiry,
     profile_state, remaining_resources,
 };
-use temppass_store::{Session, StoreError, TrialLookup};
+use temppass_store::{Authorization, Session, StoreError, TrialLookup};
 use temppass_token::{MediaTokenClaims, issue_media_token};
 
 use crate::auth::api_call;
@@ -345,7 +345,8 @@ async fn decisions(
         DecisionKind::Authorize => {
             let mut decisions = Vec::with_capacity(resources.len());
             for resource in &resources {
-                let outcome = state.store_call(state.store().authorize(lookup, rule, resource, now)).await?;
+                let outcome =
+                    state.store_call(state.store().authorize(Authorization::new(lookup, rule, resource, now))).await?;
                 decisions.push(match outcome.decision {
                     Ok(()) => {
                         let token = media_token(&state, &items, resource, &outcome.trial, now);

@@ -22,8 +22,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
-use temppass_core::{ResourceId, Rule, Timestamp};
-use temppass_store::{AuthorizeOutcome, KeyKind, OwnedLookup, StoreError, TrialLookup};
+use temppass_store::{Authorization, AuthorizeOutcome, KeyKind, OwnedAuthorization, StoreError};
 
 use crate::batch_tx::{Outcome, Statements, TxError, run_first_uses, run_locked};
 use crate::connection::Conn;
@@ -37,19 +36,19 @@ const MAX_ATTEMPTS: usize = 8;
 /// An authorization that needs the write path, owned so that it can wait
 /// for a batch (see `PostgresStore::authorize`).
 pub(crate) struct WriteJob {
-    pub(crate) lookup: OwnedLookup,
-    pub(crate) rule: Rule,
-    pub(crate) resource: ResourceId,
-    pub(crate) now: Timestamp,
+    request: OwnedAuthorization,
     /// The filter of bound keys said that none of its keys was ever bound: a
     /// hint that lets its transaction skip the reads (see `batch_tx::run_first_uses`).
     keys_never_bound: bool,
 }
 
 impl WriteJob {
-    pub(crate) fn new(lookup: TrialLookup<'_>, rule: &Rule, resource: &ResourceId, now: Timestamp) -> Self {
-        let lookup = OwnedLookup::new(lookup);
-        Self { lookup, rule: rule.clone(), resource: resource.clone(), now, keys_never_bound: false }
+    pub(crate) fn new(request: Authorization<'_>) -> Self {
+        Self { request: OwnedAuthorization::new(request), keys_never_bound: false }
+    }
+
+    pub(crate) fn request(&self) -> Authorization<'_> {
+        self.request.borrow()
     }
 
     /// Marks whether the filter of bound keys said that none of its keys was ever bound.
@@ -58,7 +57,7 @@ impl WriteJob {
     }
 
     pub(crate) fn key(&self, kind: KeyKind) -> Option<(KeyKind, &str)> {
-        self.lookup.borrow().key(kind)
+        self.request().lookup.key(kind)
     }
 
     /// Its keys: the device's, and the identity's if it has one.
@@ -68,7 +67,8 @@ impl WriteJob {
 
     /// The advisory locks of its keys.
     pub(crate) fn key_locks(&self) -> impl Iterator<Item = i64> + '_ {
-        self.keys().map(|(kind, key)| key_lock(&self.lookup.scope, kind, key))
+        let scope = self.request().lookup.scope;
+        self.keys().map(move |(kind, key)| key_lock(scope, kind, key))
     }
 }
 

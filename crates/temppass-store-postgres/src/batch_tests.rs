@@ -2,6 +2,7 @@
 //! and what each caller is told. Needs PostgreSQL (`TEMPPASS_TEST_POSTGRES_URL`).
 
 use temppass_core::{DenyReason, Timestamp};
+use temppass_store::Authorization;
 use temppass_store::conformance::{basic_rule, device_id, device_lookup, identity, promotional_rule, resource, scope};
 use temppass_store::{Store, TrialLookup};
 
@@ -61,8 +62,8 @@ async fn a_job_whose_caller_gave_up_is_never_run() {
     let (gone, staying) = (device_id("gone-device"), device_id("staying-device"));
     let now = Timestamp::from_millis(1_700_000_000_000);
     let jobs = [
-        WriteJob::new(device_lookup(&scope, &gone), &basic_rule("4h"), &resource("res-1"), now),
-        WriteJob::new(device_lookup(&scope, &staying), &basic_rule("4h"), &resource("res-1"), now),
+        WriteJob::new(Authorization::new(device_lookup(&scope, &gone), &basic_rule("4h"), &resource("res-1"), now)),
+        WriteJob::new(Authorization::new(device_lookup(&scope, &staying), &basic_rule("4h"), &resource("res-1"), now)),
     ];
     let answers = run_batch(&store.pool, &store.target, &jobs, &[0]).await;
 
@@ -84,7 +85,7 @@ async fn first_uses_on_a_key_bound_elsewhere_continue_its_trial() {
     let (bound, new) = (device_id("bound-elsewhere"), device_id("new-device"));
     let now = Timestamp::from_millis(1_700_000_000_000);
     let first = store
-        .authorize(device_lookup(&scope, &bound), &rule, &resource("res-1"), now)
+        .authorize(Authorization::new(device_lookup(&scope, &bound), &rule, &resource("res-1"), now))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let started = Some((first.trial.id, first.trial.expires_at));
@@ -92,8 +93,10 @@ async fn first_uses_on_a_key_bound_elsewhere_continue_its_trial() {
 
     let later = Timestamp::from_millis(now.as_millis() + 60_000);
     let jobs = [
-        WriteJob::new(device_lookup(&scope, &bound), &rule, &resource("res-1"), later).keys_never_bound(true),
-        WriteJob::new(device_lookup(&scope, &new), &rule, &resource("res-1"), later).keys_never_bound(true),
+        WriteJob::new(Authorization::new(device_lookup(&scope, &bound), &rule, &resource("res-1"), later))
+            .keys_never_bound(true),
+        WriteJob::new(Authorization::new(device_lookup(&scope, &new), &rule, &resource("res-1"), later))
+            .keys_never_bound(true),
     ];
     let mut answers = run_batch(&store.pool, &store.target, &jobs, &[]).await;
     let [continued, fresh] = [0, 1].map(|index| match answers.0[index].take() {
@@ -125,11 +128,12 @@ async fn a_first_use_of_a_new_device_with_an_identity_bound_elsewhere_joins_its_
         valid_since: Timestamp::from_millis(i64::MIN),
     };
     let now = Timestamp::from_millis(1_700_000_000_000);
-    let first = store.authorize(lookup(&phone), &rule, &resource("res-1"), now).await;
+    let first = store.authorize(Authorization::new(lookup(&phone), &rule, &resource("res-1"), now)).await;
     let started = Some(first.unwrap_or_else(|e| panic!("{e}")).trial.id);
 
     let later = Timestamp::from_millis(now.as_millis() + 60_000);
-    let jobs = [WriteJob::new(lookup(&tablet), &rule, &resource("res-2"), later).keys_never_bound(true)];
+    let jobs =
+        [WriteJob::new(Authorization::new(lookup(&tablet), &rule, &resource("res-2"), later)).keys_never_bound(true)];
     let mut answers = run_batch(&store.pool, &store.target, &jobs, &[]).await;
     let outcome = answers.0.remove(0).unwrap_or_else(|| panic!("no answer")).unwrap_or_else(|e| panic!("{e}"));
 
@@ -152,14 +156,15 @@ async fn a_first_use_on_a_key_reset_by_reset_all_starts_a_fresh_trial() {
     let device = device_id("reset-device");
     let now = Timestamp::from_millis(1_700_000_000_000);
     let before = store
-        .authorize(device_lookup(&scope, &device), &rule, &resource("res-1"), now)
+        .authorize(Authorization::new(device_lookup(&scope, &device), &rule, &resource("res-1"), now))
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .trial;
     store.reset_devices(&scope, None).await.unwrap_or_else(|e| panic!("{e}"));
 
     let later = Timestamp::from_millis(now.as_millis() + 60_000);
-    let jobs = [WriteJob::new(device_lookup(&scope, &device), &rule, &resource("res-1"), later).keys_never_bound(true)];
+    let jobs = [WriteJob::new(Authorization::new(device_lookup(&scope, &device), &rule, &resource("res-1"), later))
+        .keys_never_bound(true)];
     let mut answers = run_batch(&store.pool, &store.target, &jobs, &[]).await;
     let outcome = answers.0.remove(0).unwrap_or_else(|| panic!("no answer")).unwrap_or_else(|e| panic!("{e}"));
 
@@ -198,7 +203,7 @@ async fn an_authorization_waiting_on_a_trial_merged_away_continues_the_merged_tr
         let rule = &rule;
         async move {
             let outcome = store
-                .authorize(lookup, rule, &resource("res-1"), Timestamp::from_millis(at_ms))
+                .authorize(Authorization::new(lookup, rule, &resource("res-1"), Timestamp::from_millis(at_ms)))
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
             outcome.trial.id.0
@@ -217,8 +222,12 @@ async fn an_authorization_waiting_on_a_trial_merged_away_continues_the_merged_tr
         .execute("SELECT id FROM trials WHERE id = $1 FOR UPDATE", &[&absorbed])
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let jobs =
-        [WriteJob::new(lookup(&device, &guest), &rule, &resource("res-2"), Timestamp::from_millis(1_700_000_120_000))];
+    let jobs = [WriteJob::new(Authorization::new(
+        lookup(&device, &guest),
+        &rule,
+        &resource("res-2"),
+        Timestamp::from_millis(1_700_000_120_000),
+    ))];
     let (pool, target) = (store.pool.clone(), store.target.clone());
     let waiting = tokio::spawn(async move { run_batch(&pool, &target, &jobs, &[]).await.0.remove(0) });
     let waits = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
@@ -250,8 +259,8 @@ async fn a_key_held_elsewhere_holds_back_no_other_authorization_of_its_batch() {
     let (busy, free) = (device_id("busy-device"), device_id("free-device"));
     let now = Timestamp::from_millis(1_700_000_000_000);
     let jobs = [
-        WriteJob::new(device_lookup(&scope, &busy), &rule, &resource("res-1"), now),
-        WriteJob::new(device_lookup(&scope, &free), &rule, &resource("res-1"), now),
+        WriteJob::new(Authorization::new(device_lookup(&scope, &busy), &rule, &resource("res-1"), now)),
+        WriteJob::new(Authorization::new(device_lookup(&scope, &free), &rule, &resource("res-1"), now)),
     ];
     // Another session holds the busy device's key lock for a while, as a
     // transaction of another server would.
@@ -293,7 +302,9 @@ async fn a_first_use_waiting_for_a_lock_held_elsewhere_holds_back_no_other() {
     let waiting = {
         let (store, scope, busy) = (store.clone(), scope.clone(), busy.clone());
         tokio::spawn(async move {
-            store.authorize(device_lookup(&scope, &busy), &basic_rule("4h"), &resource("res-1"), now).await
+            store
+                .authorize(Authorization::new(device_lookup(&scope, &busy), &basic_rule("4h"), &resource("res-1"), now))
+                .await
         })
     };
     // Until the busy device's batch waits for the lock.
@@ -302,7 +313,9 @@ async fn a_first_use_waiting_for_a_lock_held_elsewhere_holds_back_no_other() {
     while holder.query_one(waiters, &[]).await.map(|row| row.get::<_, i64>(0)).unwrap_or_else(|e| panic!("{e}")) == 0 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let answer = store.authorize(device_lookup(&scope, &free), &basic_rule("4h"), &resource("res-1"), now).await;
+    let answer = store
+        .authorize(Authorization::new(device_lookup(&scope, &free), &basic_rule("4h"), &resource("res-1"), now))
+        .await;
     assert_eq!(answer.map(|o| o.decision).ok(), Some(Ok(())), "the free device waited for the held lock");
     assert!(!waiting.is_finished(), "the busy device did not wait for its lock");
 
@@ -328,8 +341,9 @@ async fn trials_started_together_each_go_to_their_own_caller() {
     ];
     let rules = [&basic_rule, &promotional_rule, &basic_rule, &promotional_rule];
     let now = Timestamp::from_millis(1_700_000_000_000);
-    let jobs: Vec<_> =
-        (0..4).map(|n| WriteJob::new(lookups[n], rules[n], &resource(&format!("res-{n}")), now)).collect();
+    let jobs: Vec<_> = (0..4)
+        .map(|n| WriteJob::new(Authorization::new(lookups[n], rules[n], &resource(&format!("res-{n}")), now)))
+        .collect();
     let answers = run_batch(&store.pool, &store.target, &jobs, &[]).await;
 
     let mut ids = std::collections::HashSet::new();
@@ -371,13 +385,13 @@ async fn two_devices_of_one_pass_in_one_batch_never_exceed_the_cap_nor_lose_a_ti
     };
     let now = Timestamp::from_millis(1_700_000_000_000);
     for device in [&living_room, &kitchen] {
-        let first = store.authorize(lookup(device, &family), &rule, &resource("res-0"), now).await;
+        let first = store.authorize(Authorization::new(lookup(device, &family), &rule, &resource("res-0"), now)).await;
         assert_eq!(first.map(|o| o.decision).ok(), Some(Ok(())), "a device of the pass was not bound");
     }
 
     let jobs = [
-        WriteJob::new(lookup(&living_room, &family), &rule, &resource("res-1"), now),
-        WriteJob::new(lookup(&kitchen, &guest), &rule, &resource("res-2"), now),
+        WriteJob::new(Authorization::new(lookup(&living_room, &family), &rule, &resource("res-1"), now)),
+        WriteJob::new(Authorization::new(lookup(&kitchen, &guest), &rule, &resource("res-2"), now)),
     ];
     let answers = run_batch(&store.pool, &store.target, &jobs, &[]).await;
     let answers: Vec<_> = answers.0.into_iter().map(|a| a.unwrap_or_else(|| panic!("a job got no answer"))).collect();

@@ -181,12 +181,12 @@ impl<'a> TxKeys<'a> {
         };
         for (position, job) in together.iter().map(|&index| &jobs[index]).enumerate() {
             tx.key_locks.extend(job.key_locks());
-            let lookup = job.lookup.borrow();
+            let lookup = job.request().lookup;
             for (kind, key) in job.keys() {
                 tx.generation_locks.push(generation_lock(lookup.scope, kind));
                 tx.positions.push(position as i32);
-                tx.sps.push(job.lookup.scope.service_provider.as_str());
-                tx.mvpds.push(job.lookup.scope.mvpd.as_str());
+                tx.sps.push(lookup.scope.service_provider.as_str());
+                tx.mvpds.push(lookup.scope.mvpd.as_str());
                 tx.kinds.push(kind.code());
                 tx.keys.push(key);
                 tx.since.push(lookup.valid_since.as_millis());

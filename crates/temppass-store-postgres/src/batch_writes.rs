@@ -132,8 +132,8 @@ pub(crate) struct Writes<'a> {
 
 impl<'a> Writes<'a> {
     pub(crate) fn new(job: &'a WriteJob, read: &Read) -> Self {
-        let lookup = job.lookup.borrow();
-        let plan = plan(&read.found, lookup.identity.is_some(), &job.rule, &job.resource, job.now);
+        let lookup = job.request().lookup;
+        let plan = plan(&read.found, job.request());
         let (kinds, keys) =
             plan.bind.iter().filter_map(|&kind| job.key(kind)).map(|(kind, key)| (kind.code(), key)).unzip();
         let (trial_id, resources, started_ms, expires_ms) = match &plan.trial {
@@ -143,8 +143,8 @@ impl<'a> Writes<'a> {
             }
         };
         Self {
-            service_provider: job.lookup.scope.service_provider.as_str(),
-            mvpd: job.lookup.scope.mvpd.as_str(),
+            service_provider: lookup.scope.service_provider.as_str(),
+            mvpd: lookup.scope.mvpd.as_str(),
             kinds,
             keys,
             delete_if_unbound: plan.delete_if_unbound.iter().map(|id| id.0).collect(),

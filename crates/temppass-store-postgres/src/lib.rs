@@ -125,8 +125,8 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use temppass_core::{DeviceId, IdentityHash, RuleScope, Timestamp, Trial};
 use temppass_store::{
-    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, BoundKeys, Client, KeyKind, ReclaimReport,
-    Session, Store, StoreError, StoredSigningKey, TrialLookup, plan,
+    AccessGrant, AccessToken, ApiKey, Application, Authorization, AuthorizeOutcome, BoundKeys, Client, KeyKind,
+    ReclaimReport, Session, Store, StoreError, StoredSigningKey, TrialLookup, plan,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use temppass_core::{
     DeviceId, DurationMs, MvpdId, ResourceId, Rule, RuleKind, RuleScope, ServiceProviderId, Timestamp,
 };
+use temppass_store::Authorization;
 use temppass_store::{Store, TrialLookup};
 use temppass_store_sqlite::{SqliteOptions, SqliteStore};
 
@@ -49,7 +50,7 @@ async fn fill(store: &Arc<SqliteStore>, trials: usize) {
                     valid_since: Timestamp::from_millis(i64::MIN),
                 };
                 store
-                    .authorize(lookup, &rule, &resource, Timestamp::from_millis(NOW_MS))
+                    .authorize(Authorization::new(lookup, &rule, &resource, Timestamp::from_millis(NOW_MS)))
                     .await
                     .expect("authorize succeeds while filling the store");
             }

@@ -65,10 +65,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
-use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
+use temppass_core::{DeviceId, IdentityHash, RuleScope, Timestamp, Trial};
 use temppass_store::{
-    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, BoundKeys, Client, KeyKind, OwnedLookup,
-    ReclaimReport, Session, Store, StoreError, StoredSigningKey, TrialLookup,
+    AccessGrant, AccessToken, ApiKey, Application, Authorization, AuthorizeOutcome, BoundKeys, Client, KeyKind,
+    OwnedAuthorization, ReclaimReport, Session, Store, StoreError, StoredSigningKey, TrialLookup,
 };
 
 /// The writer checkpoints the WAL itself only past this many pages (16 MiB):

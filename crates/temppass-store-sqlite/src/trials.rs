@@ -8,10 +8,10 @@
 //! the writer's one transaction.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use temppass_core::{ResourceId, Rule, RuleScope, Timestamp, Trial, TrialId};
+use temppass_core::{ResourceId, RuleScope, Timestamp, Trial, TrialId};
 use temppass_store::{
-    AuthorizeOutcome, Bound, BoundKeys, Found, KeyKind, Plan, PlannedTrial, ResetPlan, ResetTarget, StoreError,
-    TrialLookup, plan, plan_reset,
+    Authorization, AuthorizeOutcome, Bound, BoundKeys, Found, KeyKind, Plan, PlannedTrial, ResetPlan, ResetTarget,
+    StoreError, TrialLookup, plan, plan_reset,
 };
 
 use crate::to_store_error;
@@ -111,29 +111,17 @@ pub(crate) fn find(conn: &Connection, lookup: TrialLookup<'_>) -> rusqlite::Resu
 
 /// Answers an authorization that changes nothing (every key bound to one
 /// trial, and the resource needs no new slot), or `None` when a write is needed.
-pub(crate) fn plan_without_write(
-    conn: &Connection,
-    lookup: TrialLookup<'_>,
-    rule: &Rule,
-    resource: &ResourceId,
-    now: Timestamp,
-) -> rusqlite::Result<Option<Plan>> {
-    let plan = plan(&find(conn, lookup)?, lookup.identity.is_some(), rule, resource, now);
+pub(crate) fn plan_without_write(conn: &Connection, request: Authorization<'_>) -> rusqlite::Result<Option<Plan>> {
+    let plan = plan(&find(conn, request.lookup)?, request);
     Ok(plan.writes_nothing().then_some(plan))
 }
 
 /// The whole authorization inside the writer's transaction: read the
 /// bindings, plan, and write the plan.
-pub(crate) fn authorize(
-    conn: &Connection,
-    lookup: TrialLookup<'_>,
-    rule: &Rule,
-    resource: &ResourceId,
-    now: Timestamp,
-) -> Result<AuthorizeOutcome, StoreError> {
-    let found = find(conn, lookup).map_err(to_store_error)?;
-    let plan = plan(&found, lookup.identity.is_some(), rule, resource, now);
-    let started = write(conn, lookup, &plan).map_err(to_store_error)?;
+pub(crate) fn authorize(conn: &Connection, request: Authorization<'_>) -> Result<AuthorizeOutcome, StoreError> {
+    let found = find(conn, request.lookup).map_err(to_store_error)?;
+    let plan = plan(&found, request);
+    let started = write(conn, request.lookup, &plan).map_err(to_store_error)?;
     plan.outcome(started)
 }
 

@@ -33,8 +33,8 @@ use temppass_core::{
 use tokio::sync::Barrier;
 
 use crate::{
-    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, BoundKeys, CLIENT_IDLE_MS, Client, ReclaimReport,
-    Session, Store, StoreError, StoredSigningKey, TrialLookup,
+    AccessGrant, AccessToken, ApiKey, Application, Authorization, AuthorizeOutcome, BoundKeys, CLIENT_IDLE_MS, Client,
+    ReclaimReport, Session, Store, StoreError, StoredSigningKey, TrialLookup,
 };
 
 /// Expands to one `#[tokio::test]` per conformance case, each calling
@@ -132,14 +132,8 @@ impl<G: Send + Sync + 'static> Store for StoreWithGuard<G> {
         self.store.find_trial(lookup).await
     }
 
-    async fn authorize(
-        &self,
-        lookup: TrialLookup<'_>,
-        rule: &Rule,
-        resource: &ResourceId,
-        now: Timestamp,
-    ) -> Result<AuthorizeOutcome, StoreError> {
-        self.store.authorize(lookup, rule, resource, now).await
+    async fn authorize(&self, request: Authorization<'_>) -> Result<AuthorizeOutcome, StoreError> {
+        self.store.authorize(request).await
     }
 
     async fn reset_devices(&self, scope: &RuleScope, device: Option<&DeviceId>) -> Result<(), StoreError> {
@@ -338,7 +332,7 @@ async fn found(store: &dyn Store, keys: &Keys) -> Trial {
 
 async fn authorize(store: &dyn Store, keys: &Keys, rule: &Rule, resource_id: &str, now_ms: i64) -> AuthorizeOutcome {
     store
-        .authorize(keys.borrow(), rule, &resource(resource_id), at(now_ms))
+        .authorize(Authorization::new(keys.borrow(), rule, &resource(resource_id), at(now_ms)))
         .await
         .unwrap_or_else(|e| panic!("authorize({keys:?}, {resource_id:?}, now {now_ms}) failed: {e}"))
 }

@@ -115,6 +115,43 @@ impl OwnedLookup {
     }
 }
 
+/// One authorization for a store to decide and record: the keys, the rule,
+/// the one resource and the time.
+#[derive(Debug, Clone, Copy)]
+pub struct Authorization<'a> {
+    pub lookup: TrialLookup<'a>,
+    pub rule: &'a Rule,
+    pub resource: &'a ResourceId,
+    pub now: Timestamp,
+}
+
+impl<'a> Authorization<'a> {
+    pub fn new(lookup: TrialLookup<'a>, rule: &'a Rule, resource: &'a ResourceId, now: Timestamp) -> Self {
+        Self { lookup, rule, resource, now }
+    }
+}
+
+/// An [`Authorization`] that owns its parts, for one that waits in a queue
+/// (a backend's writer) beyond the borrow of its caller.
+#[derive(Debug, Clone)]
+pub struct OwnedAuthorization {
+    lookup: OwnedLookup,
+    rule: Rule,
+    resource: ResourceId,
+    now: Timestamp,
+}
+
+impl OwnedAuthorization {
+    pub fn new(request: Authorization<'_>) -> Self {
+        let Authorization { lookup, rule, resource, now } = request;
+        Self { lookup: OwnedLookup::new(lookup), rule: rule.clone(), resource: resource.clone(), now }
+    }
+
+    pub fn borrow(&self) -> Authorization<'_> {
+        Authorization::new(self.lookup.borrow(), &self.rule, &self.resource, self.now)
+    }
+}
+
 /// The answer of [`Store::authorize`]: a permit or a deny, and the trial it
 /// was decided on as it stands after the authorization (a deny always has
 /// one: only a trial can run out; a permit with none started one).
@@ -138,13 +175,7 @@ pub trait Store: Send + Sync + 'static {
     /// of the lookup's keys, and writes the [`plan`] made from them, so
     /// concurrent calls behave as if they ran one after another. Which trials
     /// count is `lookup.valid_since` (see [`TrialLookup::new`]).
-    async fn authorize(
-        &self,
-        lookup: TrialLookup<'_>,
-        rule: &Rule,
-        resource: &ResourceId,
-        now: Timestamp,
-    ) -> Result<AuthorizeOutcome, StoreError>;
+    async fn authorize(&self, request: Authorization<'_>) -> Result<AuthorizeOutcome, StoreError>;
 
     /// Resets one device under `scope`: ends the trial it finds, with all of
     /// its bindings ([`plan_reset`]); or, with `None`, ends every trial of the

@@ -8,9 +8,9 @@
 //! its own, so the SQLite and the PostgreSQL store cannot disagree on a
 //! decision, and these rules are tested here without a database.
 
-use temppass_core::{DenyReason, ResourceId, Rule, Timestamp, Trial, TrialId, TrialUpdate, Verdict, decide, merge};
+use temppass_core::{DenyReason, ResourceId, Timestamp, Trial, TrialId, TrialUpdate, Verdict, decide, merge};
 
-use crate::{AuthorizeOutcome, StoreError};
+use crate::{Authorization, AuthorizeOutcome, StoreError};
 
 /// Which key of a lookup a binding belongs to. Its code is `bindings.key_kind`
 /// in both stores and the kind in the filter of bound keys.
@@ -144,10 +144,11 @@ pub struct Plan {
     pub delete_if_unbound: Vec<TrialId>,
 }
 
-/// Plans one authorization of `resource` under `rule` at `now` for a lookup
-/// whose keys have the bindings `found` (`with_identity`: the lookup has an
-/// identity, so its key is bound too).
-pub fn plan(found: &Found, with_identity: bool, rule: &Rule, resource: &ResourceId, now: Timestamp) -> Plan {
+/// Plans the authorization `request`, whose lookup's keys have the bindings
+/// `found` (a lookup with an identity binds that key too).
+pub fn plan(found: &Found, request: Authorization<'_>) -> Plan {
+    let Authorization { lookup, rule, resource, now } = request;
+    let with_identity = lookup.identity.is_some();
     let (mut trial, merged) = match (found.current(KeyKind::Device), found.current(KeyKind::Identity)) {
         (Some(a), Some(b)) if a.id != b.id => {
             let (survivor, absorbed) = merge(a.clone(), b.clone());
@@ -253,9 +254,22 @@ pub fn plan_reset(target: Option<ResetTarget>) -> ResetPlan {
 
 #[cfg(test)]
 mod tests {
-    use temppass_core::{DurationMs, RuleKind};
+    use temppass_core::{DeviceId, DurationMs, IdentityHash, MvpdId, Rule, RuleKind, RuleScope, ServiceProviderId};
 
     use super::*;
+    use crate::TrialLookup;
+
+    /// [`plan`] for a lookup of one device, and of one identity `with_identity`.
+    fn planned(found: &Found, with_identity: bool, rule: &Rule, resource: &ResourceId, now: Timestamp) -> Plan {
+        let scope = RuleScope {
+            service_provider: ServiceProviderId::parse("REF30").expect("a valid service provider id"),
+            mvpd: MvpdId::parse("flexibleTempPass").expect("a valid mvpd id"),
+        };
+        let device = DeviceId::parse("living-room").expect("a valid device id");
+        let identity = IdentityHash::from_value("viewer@example.com").expect("a valid identity");
+        let lookup = TrialLookup::new(&scope, &device, with_identity.then_some(&identity), rule, now);
+        plan(found, Authorization::new(lookup, rule, resource, now))
+    }
 
     const NOW: Timestamp = Timestamp::from_millis(1_000_000);
 
@@ -302,7 +316,7 @@ mod tests {
 
     #[test]
     fn new_identity_and_new_device_start_one_trial_bound_to_both() {
-        let plan = plan(&Found::default(), true, &promotional(3), &res("a"), NOW);
+        let plan = planned(&Found::default(), true, &promotional(3), &res("a"), NOW);
         let started = NewTrial {
             started_at: NOW,
             expires_at: NOW.saturating_add(promotional(3).ttl),
@@ -318,7 +332,7 @@ mod tests {
     #[test]
     fn a_known_identity_on_a_new_device_continues_the_identitys_trial_and_binds_the_device() {
         let found = Found { device: None, identity: counting(&trial(7, 0, &["a"])) };
-        let plan = plan(&found, true, &promotional(3), &res("a"), NOW);
+        let plan = planned(&found, true, &promotional(3), &res("a"), NOW);
         assert_eq!(kept(&plan).id, TrialId(7));
         assert_eq!((plan.bind.as_slice(), plan.resources_changed), ([KeyKind::Device].as_slice(), false));
     }
@@ -326,7 +340,7 @@ mod tests {
     #[test]
     fn a_new_identity_on_a_known_device_continues_the_devices_trial_and_binds_the_identity() {
         let found = Found { device: counting(&trial(7, 0, &["a"])), identity: None };
-        let plan = plan(&found, true, &promotional(3), &res("b"), NOW);
+        let plan = planned(&found, true, &promotional(3), &res("b"), NOW);
         assert_eq!(kept(&plan).used_resources, vec![res("a"), res("b")]);
         assert_eq!((plan.bind.as_slice(), plan.resources_changed), ([KeyKind::Identity].as_slice(), true));
     }
@@ -335,7 +349,7 @@ mod tests {
     fn both_keys_on_one_trial_and_a_used_resource_write_nothing() {
         let same = trial(7, 0, &["a"]);
         let found = Found { device: counting(&same), identity: counting(&same) };
-        let plan = plan(&found, true, &promotional(3), &res("a"), NOW);
+        let plan = planned(&found, true, &promotional(3), &res("a"), NOW);
         assert_eq!(plan.decision, Ok(()));
         assert!(plan.writes_nothing());
         assert_eq!(plan.outcome(None).expect("an outcome").trial, same);
@@ -346,7 +360,7 @@ mod tests {
         let older = trial(9, 10, &["a", "b"]);
         let newer = trial(3, 20, &["b", "c"]);
         let found = Found { device: counting(&newer), identity: counting(&older) };
-        let plan = plan(&found, true, &promotional(2), &res("a"), NOW);
+        let plan = planned(&found, true, &promotional(2), &res("a"), NOW);
         assert_eq!(plan.merge, Some(Merge { survivor: TrialId(9), absorbed: TrialId(3) }));
         assert_eq!(kept(&plan).used_resources, vec![res("a"), res("b"), res("c")], "the union, over the cap of 2");
         assert_eq!(plan.decision, Ok(()), "a used resource is permitted again");
@@ -358,7 +372,7 @@ mod tests {
     #[test]
     fn a_merged_trial_over_its_cap_denies_a_new_resource() {
         let found = Found { device: counting(&trial(3, 20, &["b", "c"])), identity: counting(&trial(9, 10, &["a"])) };
-        let plan = plan(&found, true, &promotional(3), &res("d"), NOW);
+        let plan = planned(&found, true, &promotional(3), &res("d"), NOW);
         assert_eq!(plan.decision, Err(DenyReason::ResourcesLimitExceeded));
         assert!(plan.merge.is_some() && plan.resources_changed, "the merge is written even on a deny");
     }
@@ -366,9 +380,9 @@ mod tests {
     #[test]
     fn a_new_resource_is_permitted_only_while_a_slot_is_free() {
         let found = Found { device: counting(&trial(7, 0, &["a", "b"])), identity: None };
-        let free = plan(&found, false, &promotional(3), &res("c"), NOW);
+        let free = planned(&found, false, &promotional(3), &res("c"), NOW);
         assert_eq!((free.decision, free.resources_changed), (Ok(()), true));
-        let full = plan(&found, false, &promotional(2), &res("c"), NOW);
+        let full = planned(&found, false, &promotional(2), &res("c"), NOW);
         assert_eq!(full.decision, Err(DenyReason::ResourcesLimitExceeded));
         assert!(full.writes_nothing(), "a deny on a bound trial changes nothing");
     }
@@ -377,14 +391,15 @@ mod tests {
     fn an_expired_trial_denies_and_still_binds_a_new_key_to_it() {
         let ended = trial(7, 0, &[]);
         let after = Timestamp::from_millis(4 * 3_600_000);
-        let plan = plan(&Found { device: counting(&ended), identity: None }, true, &promotional(3), &res("a"), after);
+        let plan =
+            planned(&Found { device: counting(&ended), identity: None }, true, &promotional(3), &res("a"), after);
         assert_eq!(plan.decision, Err(DenyReason::DurationLimitExceeded));
         assert_eq!(plan.bind, vec![KeyKind::Identity], "the identity now finds the ended trial too");
     }
 
     #[test]
     fn a_key_left_behind_by_a_reset_starts_afresh_and_its_old_trial_goes_once_unbound() {
-        let plan = plan(&Found { device: stale(4), identity: None }, false, &basic(), &res("a"), NOW);
+        let plan = planned(&Found { device: stale(4), identity: None }, false, &basic(), &res("a"), NOW);
         assert!(matches!(plan.trial, PlannedTrial::Start(_)));
         assert_eq!(plan.bind, vec![KeyKind::Device]);
         assert_eq!(plan.delete_if_unbound, vec![TrialId(4)]);
@@ -395,7 +410,7 @@ mod tests {
     #[test]
     fn a_stale_device_binding_joins_the_identitys_trial_and_its_old_trial_goes() {
         let found = Found { device: stale(4), identity: counting(&trial(7, 0, &["a"])) };
-        let plan = plan(&found, true, &promotional(3), &res("a"), NOW);
+        let plan = planned(&found, true, &promotional(3), &res("a"), NOW);
         assert_eq!((kept(&plan).id, plan.bind.as_slice()), (TrialId(7), [KeyKind::Device].as_slice()));
         assert_eq!(plan.delete_if_unbound, vec![TrialId(4)]);
     }
@@ -403,8 +418,8 @@ mod tests {
     #[test]
     fn a_lookup_without_identity_never_binds_one() {
         let found = Found { device: counting(&trial(7, 0, &[])), identity: None };
-        assert!(plan(&found, false, &basic(), &res("a"), NOW).writes_nothing());
-        assert!(plan(&Found::default(), false, &basic(), &res("a"), NOW).bind == vec![KeyKind::Device]);
+        assert!(planned(&found, false, &basic(), &res("a"), NOW).writes_nothing());
+        assert!(planned(&Found::default(), false, &basic(), &res("a"), NOW).bind == vec![KeyKind::Device]);
     }
 
     #[test]
@@ -417,7 +432,7 @@ mod tests {
 
     #[test]
     fn a_started_plan_without_an_id_is_an_error_not_a_panic() {
-        let plan = plan(&Found::default(), false, &basic(), &res("a"), NOW);
+        let plan = planned(&Found::default(), false, &basic(), &res("a"), NOW);
         assert!(matches!(plan.outcome(None), Err(StoreError::Internal(_))));
     }
 

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
-use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
+use temppass_core::{DeviceId, IdentityHash, RuleScope, Timestamp, Trial};
 use temppass_http::auth::{SCOPE_API, SCOPE_RESET};
+use temppass_store::Authorization;
 use temppass_store::{
     AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, Client, ReclaimReport, Session, Store, StoreError,
     StoredSigningKey, TrialLookup,
@@ -402,13 +403,7 @@ impl Store for StoreThatHangsOnAuthorize {
         self.0.find_trial(lookup).await
     }
 
-    async fn authorize(
-        &self,
-        lookup: TrialLookup<'_>,
-        rule: &Rule,
-        resource: &ResourceId,
-        now: Timestamp,
-    ) -> Result<AuthorizeOutcome, StoreError> {
+    async fn authorize(&self, request: Authorization<'_>) -> Result<AuthorizeOutcome, StoreError> {
         if self.1 {
             tokio::time::sleep(Duration::from_millis(50)).await;
             return Err(StoreError::Unavailable(
@@ -417,7 +412,7 @@ impl Store for StoreThatHangsOnAuthorize {
         }
         // Far past the request deadline of the test; the server drops this future when it gives up.
         tokio::time::sleep(Duration::from_secs(600)).await;
-        self.0.authorize(lookup, rule, resource, now).await
+        self.0.authorize(request).await
     }
 
     async fn reset_devices(&self, scope: &RuleScope, device: Option<&DeviceId>) -> Result<(), StoreError> {

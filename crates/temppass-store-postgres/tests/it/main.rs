@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use temppass_core::{DeviceId, Timestamp};
+use temppass_store::Authorization;
 use temppass_store::Store;
 use temppass_store::conformance::{
     StoreWithGuard, basic_rule, bound_keys_loaded, device_id as device, device_lookup as lookup, resource, scope,
@@ -65,7 +66,9 @@ async fn keys_bound_before_a_server_connects_are_known_to_it_once_loaded() {
         let (first, scope) = (&first, &scope);
         async move {
             for device in chunk {
-                let permit = first.authorize(lookup(scope, device), &basic_rule("4h"), &resource("res-1"), now).await;
+                let permit = first
+                    .authorize(Authorization::new(lookup(scope, device), &basic_rule("4h"), &resource("res-1"), now))
+                    .await;
                 assert_eq!(permit.expect("authorize succeeds").decision, Ok(()));
             }
         }
@@ -89,12 +92,14 @@ async fn a_device_another_server_bound_after_this_one_connected_continues_its_tr
         (scope("REF30", "TempPass"), device("device-1"), Timestamp::from_millis(1_700_000_000_000));
     let here = connect(&database).await;
     let there = connect(&database).await;
-    let permit = there.authorize(lookup(&scope, &device), &basic_rule("4h"), &resource("res-1"), now).await;
+    let permit =
+        there.authorize(Authorization::new(lookup(&scope, &device), &basic_rule("4h"), &resource("res-1"), now)).await;
     let trial = permit.expect("authorize succeeds").trial;
     assert!(!here.bound_keys().may_all_be_bound(lookup(&scope, &device)), "this server learnt the key");
 
     let later = Timestamp::from_millis(now.as_millis() + 60_000);
-    let again = here.authorize(lookup(&scope, &device), &basic_rule("4h"), &resource("res-1"), later).await;
+    let again =
+        here.authorize(Authorization::new(lookup(&scope, &device), &basic_rule("4h"), &resource("res-1"), later)).await;
     let again = again.expect("authorize succeeds");
     assert_eq!(again.decision, Ok(()));
     assert_eq!(again.trial, trial, "a key this server's filter did not know started a second trial");
@@ -111,16 +116,18 @@ async fn past_the_write_queue_bound_first_uses_are_refused_busy_and_every_permit
     let (scope, now) = (scope("REF30", "TempPass"), Timestamp::from_millis(1_700_000_000_000));
     let devices: Vec<DeviceId> = (0..400).map(|n| device(&format!("device-{n}"))).collect();
 
-    let answers =
-        futures_util::future::join_all(
-            devices.iter().map(|device| {
-                let (store, scope) = (&store, &scope);
-                async move {
-                    (device, store.authorize(lookup(scope, device), &basic_rule("4h"), &resource("res-1"), now).await)
-                }
-            }),
-        )
-        .await;
+    let answers = futures_util::future::join_all(devices.iter().map(|device| {
+        let (store, scope) = (&store, &scope);
+        async move {
+            (
+                device,
+                store
+                    .authorize(Authorization::new(lookup(scope, device), &basic_rule("4h"), &resource("res-1"), now))
+                    .await,
+            )
+        }
+    }))
+    .await;
 
     let busy = answers.iter().filter(|(_, answer)| matches!(answer, Err(temppass_store::StoreError::Busy(_)))).count();
     let permitted: Vec<&DeviceId> = answers

@@ -9,6 +9,7 @@ use std::time::Duration;
 use temppass_core::{
     DeviceId, DurationMs, MvpdId, ResourceId, Rule, RuleKind, RuleScope, ServiceProviderId, Timestamp,
 };
+use temppass_store::Authorization;
 use temppass_store::{Store, StoreError, StoredSigningKey, TrialLookup};
 use temppass_store_postgres::testing::{TcpProxy, TestDatabase, with_address};
 use temppass_store_postgres::{PostgresOptions, PostgresStore};
@@ -118,7 +119,7 @@ async fn a_store_cut_off_from_postgres_fails_fast_as_unavailable_and_recovers_by
     let fixture = Fixture::new();
     let now = Timestamp::from_millis(1_700_000_000_000);
     let first = store
-        .authorize(fixture.lookup(), &fixture.rule, &fixture.resource, now)
+        .authorize(Authorization::new(fixture.lookup(), &fixture.rule, &fixture.resource, now))
         .await
         .expect("authorize succeeds before the outage");
     assert_eq!(first.decision, Ok(()));
@@ -130,7 +131,7 @@ async fn a_store_cut_off_from_postgres_fails_fast_as_unavailable_and_recovers_by
         let later = Timestamp::from_millis(now.as_millis() + 1_000 + round);
         let result = without_hanging(
             "authorize during the outage",
-            store.authorize(fixture.lookup(), &fixture.rule, &fixture.resource, later),
+            store.authorize(Authorization::new(fixture.lookup(), &fixture.rule, &fixture.resource, later)),
         )
         .await;
         assert_unavailable(result, "authorize during the outage");
@@ -161,7 +162,7 @@ async fn a_store_cut_off_from_postgres_fails_fast_as_unavailable_and_recovers_by
     let later = Timestamp::from_millis(now.as_millis() + 60_000);
     let again = without_hanging(
         "authorize after the outage",
-        store.authorize(fixture.lookup(), &fixture.rule, &fixture.resource, later),
+        store.authorize(Authorization::new(fixture.lookup(), &fixture.rule, &fixture.resource, later)),
     )
     .await
     .expect("the store recovers by itself");
@@ -176,8 +177,10 @@ async fn lookups_work_again_after_postgres_closes_the_connections_they_share() {
     let store = PostgresStore::connect(database.url(), short_timeouts()).await.expect("the store opens");
     let fixture = Fixture::new();
     let now = Timestamp::from_millis(1_700_000_000_000);
-    let first =
-        store.authorize(fixture.lookup(), &fixture.rule, &fixture.resource, now).await.expect("authorize succeeds");
+    let first = store
+        .authorize(Authorization::new(fixture.lookup(), &fixture.rule, &fixture.resource, now))
+        .await
+        .expect("authorize succeeds");
     let trial = store.find_trial(fixture.lookup()).await.expect("find_trial succeeds");
     assert_eq!(trial, Some(first.trial.clone()));
 
@@ -211,9 +214,10 @@ async fn lookups_work_again_after_postgres_closes_the_connections_they_share() {
         assert_eq!(answer.as_ref().ok(), Some(&Some(first.trial.clone())), "the lookup did not recover: {answers:?}");
     }
     let later = Timestamp::from_millis(now.as_millis() + 1_000);
-    let mut again = store.authorize(fixture.lookup(), &fixture.rule, &fixture.resource, later).await;
+    let mut again =
+        store.authorize(Authorization::new(fixture.lookup(), &fixture.rule, &fixture.resource, later)).await;
     if matches!(again, Err(StoreError::Unavailable(_))) {
-        again = store.authorize(fixture.lookup(), &fixture.rule, &fixture.resource, later).await;
+        again = store.authorize(Authorization::new(fixture.lookup(), &fixture.rule, &fixture.resource, later)).await;
     }
     assert_eq!(again.ok(), Some(first), "authorize did not recover");
 }
@@ -226,8 +230,10 @@ async fn a_lookup_connection_that_stops_answering_without_closing_is_replaced() 
     let store = PostgresStore::connect(&url, short_timeouts()).await.expect("the store opens");
     let fixture = Fixture::new();
     let now = Timestamp::from_millis(1_700_000_000_000);
-    let first =
-        store.authorize(fixture.lookup(), &fixture.rule, &fixture.resource, now).await.expect("authorize succeeds");
+    let first = store
+        .authorize(Authorization::new(fixture.lookup(), &fixture.rule, &fixture.resource, now))
+        .await
+        .expect("authorize succeeds");
     let trial = store.find_trial(fixture.lookup()).await.expect("find_trial succeeds");
     assert_eq!(trial, Some(first.trial.clone()));
 

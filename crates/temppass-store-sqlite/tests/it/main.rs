@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use temppass_core::{DeviceId, ResourceId, Rule, RuleScope, Timestamp};
+use temppass_store::Authorization;
 use temppass_store::Store;
 use temppass_store::conformance::{StoreWithGuard, bound_keys_loaded, device_id as device, device_lookup as lookup};
 use temppass_store_sqlite::{SqliteOptions, SqliteStore};
@@ -53,7 +54,7 @@ async fn a_trial_survives_reopening_the_database_file() {
     let now = Timestamp::from_millis(1_700_000_000_000);
 
     let store = open(&path);
-    let permit = store.authorize(lookup, &rule, &resource, now).await.expect("authorize succeeds");
+    let permit = store.authorize(Authorization::new(lookup, &rule, &resource, now)).await.expect("authorize succeeds");
     assert_eq!(permit.decision, Ok(()));
     let trial = permit.trial;
     drop(store);
@@ -62,7 +63,7 @@ async fn a_trial_survives_reopening_the_database_file() {
     let found = store.find_trial(lookup).await.expect("find_trial succeeds");
     assert_eq!(found.as_ref(), Some(&trial), "the trial changed or vanished when the file was reopened");
     let later = Timestamp::from_millis(now.as_millis() + 60_000);
-    let again = store.authorize(lookup, &rule, &resource, later).await.expect("authorize succeeds");
+    let again = store.authorize(Authorization::new(lookup, &rule, &resource, later)).await.expect("authorize succeeds");
     assert_eq!(again.decision, Ok(()));
     assert_eq!(again.trial, trial, "the reopened store did not continue the trial");
 }
@@ -77,7 +78,8 @@ async fn keys_bound_before_reopening_are_known_once_loaded_and_others_are_not() 
     let now = Timestamp::from_millis(1_700_000_000_000);
     let store = open(&path);
     for device in &devices {
-        let permit = store.authorize(lookup(&scope, device), &promotional_rule(), &resource(), now).await;
+        let permit =
+            store.authorize(Authorization::new(lookup(&scope, device), &promotional_rule(), &resource(), now)).await;
         assert_eq!(permit.expect("authorize succeeds").decision, Ok(()));
     }
     drop(store);
@@ -103,12 +105,14 @@ async fn a_device_bound_behind_the_filters_back_is_still_found_by_the_write() {
     let first = open(&path);
     let second = open(&path);
     bound_keys_loaded(second.bound_keys()).await;
-    let permit = first.authorize(lookup(&scope, &device), &promotional_rule(), &resource(), now).await;
+    let permit =
+        first.authorize(Authorization::new(lookup(&scope, &device), &promotional_rule(), &resource(), now)).await;
     let trial = permit.expect("authorize succeeds").trial;
     assert!(!second.bound_keys().may_all_be_bound(lookup(&scope, &device)), "the second store learnt the key");
 
     let later = Timestamp::from_millis(now.as_millis() + 60_000);
-    let again = second.authorize(lookup(&scope, &device), &promotional_rule(), &resource(), later).await;
+    let again =
+        second.authorize(Authorization::new(lookup(&scope, &device), &promotional_rule(), &resource(), later)).await;
     let again = again.expect("authorize succeeds");
     assert_eq!(again.decision, Ok(()));
     assert_eq!(again.trial, trial, "a key the filter did not know started a second trial");
@@ -157,7 +161,9 @@ async fn authorize_all(
             let store = Arc::clone(store);
             tasks.spawn(async move {
                 let (scope, device) = (scope(), device(&name));
-                let outcome = store.authorize(lookup(&scope, &device), &promotional_rule(), &resource(), now).await;
+                let outcome = store
+                    .authorize(Authorization::new(lookup(&scope, &device), &promotional_rule(), &resource(), now))
+                    .await;
                 let outcome = outcome.unwrap_or_else(|e| panic!("authorize {name}: {e}"));
                 assert_eq!(outcome.decision, Ok(()), "{name} was denied");
                 let trial = outcome.trial;
