@@ -74,27 +74,30 @@ string_newtype!(
     ResourceId
 );
 
+/// A service provider or MVPD id: at most 128 plain characters.
+fn plain_id(raw: &str) -> Result<String, IdError> {
+    check_len(raw, PLAIN_ID_MAX_LEN)?;
+    if !raw.chars().all(is_plain_id_char) {
+        return Err(IdError::BadCharacter);
+    }
+    Ok(raw.to_owned())
+}
+
+const PLAIN_ID_MAX_LEN: usize = 128;
+
 impl ServiceProviderId {
-    pub const MAX_LEN: usize = 128;
+    pub const MAX_LEN: usize = PLAIN_ID_MAX_LEN;
 
     pub fn parse(raw: &str) -> Result<Self, IdError> {
-        check_len(raw, Self::MAX_LEN)?;
-        if !raw.chars().all(is_plain_id_char) {
-            return Err(IdError::BadCharacter);
-        }
-        Ok(Self(raw.to_owned()))
+        plain_id(raw).map(Self)
     }
 }
 
 impl MvpdId {
-    pub const MAX_LEN: usize = 128;
+    pub const MAX_LEN: usize = PLAIN_ID_MAX_LEN;
 
     pub fn parse(raw: &str) -> Result<Self, IdError> {
-        check_len(raw, Self::MAX_LEN)?;
-        if !raw.chars().all(is_plain_id_char) {
-            return Err(IdError::BadCharacter);
-        }
-        Ok(Self(raw.to_owned()))
+        plain_id(raw).map(Self)
     }
 }
 

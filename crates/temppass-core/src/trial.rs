@@ -155,11 +155,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn ttl(text: &str) -> DurationMs {
-        DurationMs::parse(text).unwrap_or_else(|e| panic!("{e}"))
+        DurationMs::parse(text).expect("a valid duration")
     }
 
     fn res(id: &str) -> ResourceId {
-        ResourceId::parse(id).unwrap_or_else(|e| panic!("{e}"))
+        ResourceId::parse(id).expect("a valid resource id")
     }
 
     fn basic(ttl_text: &str) -> Rule {

@@ -43,7 +43,7 @@ pub(crate) struct Attribute<T: Serialize> {
 }
 
 impl<T: Serialize> Attribute<T> {
-    pub fn plain(value: T) -> Self {
+    pub(crate) fn plain(value: T) -> Self {
         Self { value, state: "plain" }
     }
 }

@@ -1,6 +1,11 @@
 //! The batch writer against a real database: which jobs share a transaction,
 //! and what each caller is told. Needs PostgreSQL (`TEMPPASS_TEST_POSTGRES_URL`).
 
+#![allow(
+    clippy::expect_used,
+    reason = "test code behind cfg(all(test, feature)), which clippy 1.95 does not count as a test"
+)]
+
 use temppass_core::{DenyReason, Timestamp};
 use temppass_store::Authorization;
 use temppass_store::conformance::{basic_rule, device_id, device_lookup, identity, promotional_rule, resource, scope};
@@ -18,7 +23,7 @@ async fn fresh_store() -> Option<(TestDatabase, PostgresStore)> {
     let database = TestDatabase::create().await?;
     let store = PostgresStore::connect(database.url(), PostgresOptions::default())
         .await
-        .unwrap_or_else(|e| panic!("connect: {e}"));
+        .expect("PostgreSQL accepts a connection");
     Some((database, store))
 }
 
@@ -46,7 +51,7 @@ impl Callers for Answers {
 /// Runs `jobs` as one batch on a connection of `pool`, as a writer would;
 /// the callers of `gave_up` have stopped waiting before it starts.
 async fn run_batch(pool: &deadpool_postgres::Pool, target: &str, jobs: &[WriteJob], gave_up: &[usize]) -> Answers {
-    let mut conn = connection::get(pool, target).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = connection::get(pool, target).await.expect("a pooled connection");
     let mut answers = Answers::for_jobs(jobs.len());
     answers.2.extend(gave_up);
     authorize_batch(&mut conn, jobs, &mut answers, &FirstUseBackoff::default()).await;
@@ -69,8 +74,8 @@ async fn a_job_whose_caller_gave_up_is_never_run() {
 
     assert_eq!(answers.1, vec![1], "only the caller still waiting is answered");
     let found = |device| store.find_trial(device_lookup(&scope, device));
-    assert_eq!(found(&gone).await.unwrap_or_else(|e| panic!("{e}")), None, "a trial nobody was told of");
-    assert!(found(&staying).await.unwrap_or_else(|e| panic!("{e}")).is_some(), "the waiting caller's trial");
+    assert_eq!(found(&gone).await.expect("the lookup succeeds"), None, "a trial nobody was told of");
+    assert!(found(&staying).await.expect("the lookup succeeds").is_some(), "the waiting caller's trial");
 }
 
 /// A key bound by another server since this one filled its filter of
@@ -87,7 +92,7 @@ async fn first_uses_on_a_key_bound_elsewhere_continue_its_trial() {
     let first = store
         .authorize(Authorization::new(device_lookup(&scope, &bound), &rule, &resource("res-1"), now))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .expect("the authorization succeeds");
     let started = Some((first.trial.id, first.trial.expires_at));
     assert!(started.is_some(), "the first authorization started no trial");
 
@@ -129,20 +134,20 @@ async fn a_first_use_of_a_new_device_with_an_identity_bound_elsewhere_joins_its_
     };
     let now = Timestamp::from_millis(1_700_000_000_000);
     let first = store.authorize(Authorization::new(lookup(&phone), &rule, &resource("res-1"), now)).await;
-    let started = Some(first.unwrap_or_else(|e| panic!("{e}")).trial.id);
+    let started = Some(first.expect("the first authorization succeeds").trial.id);
 
     let later = Timestamp::from_millis(now.as_millis() + 60_000);
     let jobs =
         [WriteJob::new(Authorization::new(lookup(&tablet), &rule, &resource("res-2"), later)).keys_never_bound(true)];
     let mut answers = run_batch(&store.pool, &store.target, &jobs, &[]).await;
-    let outcome = answers.0.remove(0).unwrap_or_else(|| panic!("no answer")).unwrap_or_else(|e| panic!("{e}"));
+    let outcome = answers.0.remove(0).expect("an answer").expect("the authorization succeeds");
 
     assert_eq!(outcome.decision, Ok(()));
     let trial = outcome.trial;
     assert_eq!(Some(trial.id), started, "the identity got a second trial");
     assert_eq!(trial.used_resources, vec![resource("res-1"), resource("res-2")]);
     let by_tablet = store.find_trial(TrialLookup { identity: None, ..lookup(&tablet) }).await;
-    assert_eq!(by_tablet.unwrap_or_else(|e| panic!("{e}")).map(|t| t.id), started, "the tablet is not bound");
+    assert_eq!(by_tablet.expect("the lookup succeeds").map(|t| t.id), started, "the tablet is not bound");
 }
 
 /// After "reset all" the device's binding is of an old generation: a
@@ -158,21 +163,21 @@ async fn a_first_use_on_a_key_reset_by_reset_all_starts_a_fresh_trial() {
     let before = store
         .authorize(Authorization::new(device_lookup(&scope, &device), &rule, &resource("res-1"), now))
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("the authorization succeeds")
         .trial;
-    store.reset_devices(&scope, None).await.unwrap_or_else(|e| panic!("{e}"));
+    store.reset_devices(&scope, None).await.expect("the reset succeeds");
 
     let later = Timestamp::from_millis(now.as_millis() + 60_000);
     let jobs = [WriteJob::new(Authorization::new(device_lookup(&scope, &device), &rule, &resource("res-1"), later))
         .keys_never_bound(true)];
     let mut answers = run_batch(&store.pool, &store.target, &jobs, &[]).await;
-    let outcome = answers.0.remove(0).unwrap_or_else(|| panic!("no answer")).unwrap_or_else(|e| panic!("{e}"));
+    let outcome = answers.0.remove(0).expect("an answer").expect("the authorization succeeds");
 
     assert_eq!(outcome.decision, Ok(()));
     let fresh = outcome.trial;
     assert_ne!(fresh.id, before.id, "the reset trial came back");
     assert_eq!(fresh.started_at, later, "the clock did not start again");
-    let found = store.find_trial(device_lookup(&scope, &device)).await.unwrap_or_else(|e| panic!("{e}"));
+    let found = store.find_trial(device_lookup(&scope, &device)).await.expect("the lookup succeeds");
     assert_eq!(found.map(|t| t.id), Some(fresh.id), "the key is not bound to the fresh trial");
 }
 
@@ -205,7 +210,7 @@ async fn an_authorization_waiting_on_a_trial_merged_away_continues_the_merged_tr
             let outcome = store
                 .authorize(Authorization::new(lookup, rule, &resource("res-1"), Timestamp::from_millis(at_ms)))
                 .await
-                .unwrap_or_else(|e| panic!("{e}"));
+                .expect("the authorization succeeds");
             outcome.trial.id.0
         }
     };
@@ -215,13 +220,10 @@ async fn an_authorization_waiting_on_a_trial_merged_away_continues_the_merged_tr
     // Another session merges, as a transaction of another server would:
     // it holds the absorbed trial's row lock while this authorization waits.
     let (merger, connection) =
-        tokio_postgres::connect(database.url(), tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("connect: {e}"));
+        tokio_postgres::connect(database.url(), tokio_postgres::NoTls).await.expect("PostgreSQL accepts a connection");
     tokio::spawn(connection);
-    merger.batch_execute("BEGIN").await.unwrap_or_else(|e| panic!("{e}"));
-    merger
-        .execute("SELECT id FROM trials WHERE id = $1 FOR UPDATE", &[&absorbed])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    merger.batch_execute("BEGIN").await.expect("the statement runs");
+    merger.execute("SELECT id FROM trials WHERE id = $1 FOR UPDATE", &[&absorbed]).await.expect("the statement runs");
     let jobs = [WriteJob::new(Authorization::new(
         lookup(&device, &guest),
         &rule,
@@ -233,7 +235,7 @@ async fn an_authorization_waiting_on_a_trial_merged_away_continues_the_merged_tr
     let waits = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
     let mut seen_waiting = false;
     for _ in 0..200 {
-        let row = merger.query_one(waits, &[]).await.unwrap_or_else(|e| panic!("{e}"));
+        let row = merger.query_one(waits, &[]).await.expect("the query answers");
         if row.get::<_, i64>(0) > 0 {
             seen_waiting = true;
             break;
@@ -241,12 +243,12 @@ async fn an_authorization_waiting_on_a_trial_merged_away_continues_the_merged_tr
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(seen_waiting, "the authorization never waited for the trial's row lock");
-    merger.execute(MOVE_BINDINGS, &[&survivor, &absorbed]).await.unwrap_or_else(|e| panic!("{e}"));
-    merger.execute(DELETE_TRIAL, &[&absorbed]).await.unwrap_or_else(|e| panic!("{e}"));
-    merger.batch_execute("COMMIT").await.unwrap_or_else(|e| panic!("{e}"));
+    merger.execute(MOVE_BINDINGS, &[&survivor, &absorbed]).await.expect("the statement runs");
+    merger.execute(DELETE_TRIAL, &[&absorbed]).await.expect("the statement runs");
+    merger.batch_execute("COMMIT").await.expect("the statement runs");
 
-    let answer = waiting.await.unwrap_or_else(|e| panic!("{e}"));
-    let outcome = answer.unwrap_or_else(|| panic!("no answer")).unwrap_or_else(|e| panic!("{e}"));
+    let answer = waiting.await.expect("the waiting task finishes");
+    let outcome = answer.expect("an answer").expect("the authorization succeeds");
     assert_eq!(outcome.decision, Ok(()));
     assert_eq!(outcome.trial.id.0, survivor, "the device left the merged trial");
 }
@@ -265,22 +267,22 @@ async fn a_key_held_elsewhere_holds_back_no_other_authorization_of_its_batch() {
     // Another session holds the busy device's key lock for a while, as a
     // transaction of another server would.
     let (holder, connection) =
-        tokio_postgres::connect(database.url(), tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("connect: {e}"));
+        tokio_postgres::connect(database.url(), tokio_postgres::NoTls).await.expect("PostgreSQL accepts a connection");
     tokio::spawn(connection);
     let key = crate::locks::key_lock(&scope, temppass_store::KeyKind::Device, busy.as_str());
-    holder.execute("SELECT pg_advisory_lock($1)", &[&key]).await.unwrap_or_else(|e| panic!("{e}"));
+    holder.execute("SELECT pg_advisory_lock($1)", &[&key]).await.expect("the statement runs");
     let release = tokio::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-        holder.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.unwrap_or_else(|e| panic!("{e}"));
+        holder.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.expect("the statement runs");
     });
 
     let answers = run_batch(&store.pool, &store.target, &jobs, &[]).await;
-    release.await.unwrap_or_else(|e| panic!("{e}"));
+    release.await.expect("the task finishes");
 
     assert_eq!(answers.1, vec![1, 0], "the free device waited for the busy one");
     for answer in answers.0 {
-        let decision = answer.unwrap_or_else(|| panic!("no answer")).map(|o| o.decision);
-        assert_eq!(decision.unwrap_or_else(|e| panic!("{e}")), Ok(()));
+        let decision = answer.expect("an answer").map(|o| o.decision);
+        assert_eq!(decision.expect("the authorization succeeds"), Ok(()));
     }
 }
 
@@ -294,10 +296,10 @@ async fn a_first_use_waiting_for_a_lock_held_elsewhere_holds_back_no_other() {
     let (busy, free) = (device_id("busy-device"), device_id("free-device"));
     let now = Timestamp::from_millis(1_700_000_000_000);
     let (holder, connection) =
-        tokio_postgres::connect(database.url(), tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("connect: {e}"));
+        tokio_postgres::connect(database.url(), tokio_postgres::NoTls).await.expect("PostgreSQL accepts a connection");
     tokio::spawn(connection);
     let key = crate::locks::key_lock(&scope, temppass_store::KeyKind::Device, busy.as_str());
-    holder.execute("SELECT pg_advisory_lock($1)", &[&key]).await.unwrap_or_else(|e| panic!("{e}"));
+    holder.execute("SELECT pg_advisory_lock($1)", &[&key]).await.expect("the statement runs");
 
     let waiting = {
         let (store, scope, busy) = (store.clone(), scope.clone(), busy.clone());
@@ -310,7 +312,7 @@ async fn a_first_use_waiting_for_a_lock_held_elsewhere_holds_back_no_other() {
     // Until the busy device's batch waits for the lock.
     let waiters = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
                    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
-    while holder.query_one(waiters, &[]).await.map(|row| row.get::<_, i64>(0)).unwrap_or_else(|e| panic!("{e}")) == 0 {
+    while holder.query_one(waiters, &[]).await.map(|row| row.get::<_, i64>(0)).expect("the query answers") == 0 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let answer = store
@@ -319,8 +321,8 @@ async fn a_first_use_waiting_for_a_lock_held_elsewhere_holds_back_no_other() {
     assert_eq!(answer.map(|o| o.decision).ok(), Some(Ok(())), "the free device waited for the held lock");
     assert!(!waiting.is_finished(), "the busy device did not wait for its lock");
 
-    holder.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.unwrap_or_else(|e| panic!("{e}"));
-    let answer = waiting.await.unwrap_or_else(|e| panic!("{e}"));
+    holder.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.expect("the statement runs");
+    let answer = waiting.await.expect("the waiting task finishes");
     assert_eq!(answer.map(|o| o.decision).ok(), Some(Ok(())), "the busy device was not permitted once free");
 }
 
@@ -348,13 +350,13 @@ async fn trials_started_together_each_go_to_their_own_caller() {
 
     let mut ids = std::collections::HashSet::new();
     for (n, answer) in answers.0.into_iter().enumerate() {
-        let outcome = answer.unwrap_or_else(|| panic!("job {n} got no answer")).unwrap_or_else(|e| panic!("{e}"));
+        let outcome = answer.unwrap_or_else(|| panic!("job {n} got no answer")).expect("the authorization succeeds");
         assert_eq!(outcome.decision, Ok(()), "job {n}");
         let told = outcome.trial;
         let stored = store
             .find_trial(lookups[n])
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .expect("the lookup succeeds")
             .unwrap_or_else(|| panic!("job {n}'s keys find no trial"));
         assert_eq!(told, stored, "job {n} was told of another trial than its keys find");
         let titles = if n % 2 == 1 { vec![resource(&format!("res-{n}"))] } else { vec![] };
@@ -364,7 +366,7 @@ async fn trials_started_together_each_go_to_their_own_caller() {
     assert_eq!(ids.len(), 4, "two jobs share a trial");
     let another_device = device_id("another-device");
     let by_identity = TrialLookup { identity: Some(&identities[1]), ..device_lookup(&promotional, &another_device) };
-    let found = store.find_trial(by_identity).await.unwrap_or_else(|e| panic!("{e}"));
+    let found = store.find_trial(by_identity).await.expect("the lookup succeeds");
     assert_eq!(found.map(|t| t.used_resources), Some(vec![resource("res-3")]), "an identity was not bound");
 }
 
@@ -397,12 +399,12 @@ async fn two_devices_of_one_pass_in_one_batch_never_exceed_the_cap_nor_lose_a_ti
     let answers: Vec<_> = answers.0.into_iter().map(|a| a.unwrap_or_else(|| panic!("a job got no answer"))).collect();
 
     let decisions: Vec<_> =
-        answers.iter().map(|a| a.as_ref().map(|o| o.decision).unwrap_or_else(|e| panic!("{e}"))).collect();
+        answers.iter().map(|a| a.as_ref().map(|o| o.decision).expect("the authorization succeeds")).collect();
     assert_eq!(decisions, vec![Ok(()), Err(DenyReason::ResourcesLimitExceeded)], "one slot was left");
     let trial = store
         .find_trial(lookup(&kitchen, &family))
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("the lookup succeeds")
         .unwrap_or_else(|| panic!("the trial is gone"));
     assert_eq!(trial.used_resources, vec![resource("res-0"), resource("res-1")], "a permitted title was lost");
 }

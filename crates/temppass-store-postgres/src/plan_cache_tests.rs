@@ -1,6 +1,11 @@
 //! The plans PostgreSQL caches for the statements of the write path: point
 //! probes, never scans, even on a database that was never analyzed.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test code behind cfg(all(test, feature)), which clippy 1.95 does not count as a test"
+)]
+
 use tokio_postgres::NoTls;
 
 use super::FIND_BATCH;
@@ -13,23 +18,19 @@ use crate::{PostgresOptions, PostgresStore};
 /// The plan PostgreSQL caches for a prepared statement on a freshly migrated,
 /// never analyzed database: what a pooled connection keeps using while the tables grow.
 async fn generic_plan(client: &tokio_postgres::Client, types: &str, sql: &str, args: &str) -> String {
-    client.batch_execute("DEALLOCATE ALL").await.unwrap_or_else(|e| panic!("deallocate: {e}"));
-    client.batch_execute(&format!("PREPARE lookup({types}) AS {sql}")).await.unwrap_or_else(|e| panic!("{e}"));
-    let rows =
-        client.query(&format!("EXPLAIN EXECUTE lookup({args})"), &[]).await.unwrap_or_else(|e| panic!("explain: {e}"));
+    client.batch_execute("DEALLOCATE ALL").await.expect("deallocate");
+    client.batch_execute(&format!("PREPARE lookup({types}) AS {sql}")).await.expect("the statement runs");
+    let rows = client.query(&format!("EXPLAIN EXECUTE lookup({args})"), &[]).await.expect("explain");
     rows.iter().map(|row| row.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
 }
 
 #[tokio::test]
 async fn every_cached_plan_of_a_lookup_probes_bindings_by_their_whole_key() {
     let Some(database) = TestDatabase::create().await else { return };
-    let store = PostgresStore::connect(database.url(), PostgresOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("migrate: {e}"));
-    let (client, connection) =
-        tokio_postgres::connect(database.url(), NoTls).await.unwrap_or_else(|e| panic!("connect: {e}"));
+    let store = PostgresStore::connect(database.url(), PostgresOptions::default()).await.expect("migrate");
+    let (client, connection) = tokio_postgres::connect(database.url(), NoTls).await.expect("connect");
     tokio::spawn(connection);
-    client.batch_execute("SET plan_cache_mode = force_generic_plan").await.unwrap_or_else(|e| panic!("{e}"));
+    client.batch_execute("SET plan_cache_mode = force_generic_plan").await.expect("the statement runs");
     let keys = "'REF30', 'TempPass', 'device-1', 'identity-1'";
     let batch_keys = "ARRAY['REF30', 'REF30'], ARRAY['TempPass', 'TempPass'], ARRAY[0, 1]::smallint[], \
                       ARRAY['device-1', 'identity-1']";

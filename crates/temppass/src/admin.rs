@@ -19,7 +19,7 @@ use temppass::config::{self, Config};
 
 /// Where an admin command works: `--config` and `--init`.
 #[derive(Debug, Clone, Copy)]
-pub struct Target<'a> {
+pub(crate) struct Target<'a> {
     pub config: Option<&'a Path>,
     pub init: bool,
 }
@@ -56,7 +56,7 @@ fn configured(config: &Config) -> String {
 /// Creates the application, or — when one of that name exists with the same
 /// service providers and scopes — leaves it as it is, so running the command
 /// again is safe. Either way prints a software statement for it.
-pub async fn create_app(
+pub(crate) async fn create_app(
     target: Target<'_>,
     name: &str,
     service_providers: &[String],
@@ -145,7 +145,7 @@ async fn print_statement(config: &Config, store: &dyn Store, application: &Appli
 }
 
 /// Prints a new software statement for an application that exists.
-pub async fn app_statement(target: Target<'_>, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn app_statement(target: Target<'_>, name: &str) -> anyhow::Result<()> {
     let (config, store) = open(target).await?;
     let Some(application) = existing_app(store.as_ref(), name).await? else {
         bail!("no active application is named {name:?} (temppass app create makes one)");
@@ -153,7 +153,7 @@ pub async fn app_statement(target: Target<'_>, name: &str) -> anyhow::Result<()>
     print_statement(&config, store.as_ref(), &application).await
 }
 
-pub async fn revoke_app(target: Target<'_>, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn revoke_app(target: Target<'_>, name: &str) -> anyhow::Result<()> {
     let (config, store) = open(target).await?;
     if !store.revoke_application(name, SystemClock.now()).await.context("cannot revoke the application")? {
         bail!("no active application is named {name:?}");
@@ -166,7 +166,7 @@ pub async fn revoke_app(target: Target<'_>, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn rotate_key(target: Target<'_>) -> anyhow::Result<()> {
+pub(crate) async fn rotate_key(target: Target<'_>) -> anyhow::Result<()> {
     let (_, store) = open(target).await?;
     let key = SigningKey::generate();
     let stored = StoredSigningKey { kid: key.kid().to_owned(), seed: key.seed(), created_at: SystemClock.now() };
@@ -175,7 +175,7 @@ pub async fn rotate_key(target: Target<'_>) -> anyhow::Result<()> {
     result(key.kid())
 }
 
-pub async fn create_api_key(target: Target<'_>, service_provider_id: &str) -> anyhow::Result<()> {
+pub(crate) async fn create_api_key(target: Target<'_>, service_provider_id: &str) -> anyhow::Result<()> {
     let (config, store) = open(target).await?;
     let id = service_provider(&config, service_provider_id)?;
     let key = temppass_http::random_secret();
@@ -190,7 +190,7 @@ pub async fn create_api_key(target: Target<'_>, service_provider_id: &str) -> an
     result(&key)
 }
 
-pub async fn revoke_api_key(target: Target<'_>, key: &str) -> anyhow::Result<()> {
+pub(crate) async fn revoke_api_key(target: Target<'_>, key: &str) -> anyhow::Result<()> {
     let (_, store) = open(target).await?;
     if !store.revoke_api_key(&secret_hash(key.trim()), SystemClock.now()).await.context("cannot revoke the API key")? {
         bail!("no active API key matches");

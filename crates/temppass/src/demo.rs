@@ -9,7 +9,7 @@ use temppass_store::{Application, Store};
 use temppass::config::Config;
 
 /// Finds or creates the demo application of the first service provider and signs its software statement.
-pub async fn register(config: &Config, store: &dyn Store) -> anyhow::Result<DemoSettings> {
+pub(crate) async fn register(config: &Config, store: &dyn Store) -> anyhow::Result<DemoSettings> {
     let Some(sp) = config.settings.service_providers.first() else {
         bail!("demo.enabled: the demo needs at least one [[service_providers]]");
     };

@@ -11,10 +11,10 @@ use temppass::config::{Config, StorageUrl};
 /// The reader of stdout went away before the result was written.
 #[derive(Debug, thiserror::Error)]
 #[error("stdout was closed")]
-pub struct ClosedPipe;
+pub(crate) struct ClosedPipe;
 
 /// Writes the command's result, one line, to stdout.
-pub fn result(line: &str) -> anyhow::Result<()> {
+pub(crate) fn result(line: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
         Ok(()) => Ok(()),
@@ -24,17 +24,17 @@ pub fn result(line: &str) -> anyhow::Result<()> {
 }
 
 /// A line for the person at the terminal, on stderr; never fails the command.
-pub fn note(line: &str) {
+pub(crate) fn note(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// Says which configuration and which store a command uses.
-pub fn announce(config: &Config) {
+pub(crate) fn announce(config: &Config) {
     note(&format!("configuration: {}", config.origin));
     note(&format!("store: {}", describe_store(&config.storage)));
 }
 
-pub fn describe_store(storage: &StorageUrl) -> String {
+pub(crate) fn describe_store(storage: &StorageUrl) -> String {
     match storage {
         StorageUrl::Sqlite(path) => format!("SQLite {}", path.display()),
         StorageUrl::Postgres(url) => format!("PostgreSQL {}", url.redacted()),

@@ -18,7 +18,7 @@ use temppass::config::{self, Config, StorageUrl};
 /// How often a server re-reads signing keys, so `temppass key rotate` reaches it.
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(15);
 
-pub async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
+pub(crate) async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     // Logs go to stderr: stdout carries only the line that says where the server listens.
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
@@ -119,7 +119,7 @@ async fn reclaim_forever(state: AppState) {
 
 /// Whether opening a store may create it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Create {
+pub(crate) enum Create {
     /// `serve`, and admin commands given `--init`.
     IfMissing,
     /// Admin commands: a SQLite file that does not exist is an error, so a
@@ -136,7 +136,7 @@ pub enum Create {
 /// the server instead of waiting (a supervisor restarts it). Once running, a
 /// server rides out outages by itself: requests fail fast with
 /// `internal_server_error`/`retry` until PostgreSQL answers again.
-pub async fn open_store(config: &Config, create: Create) -> anyhow::Result<Arc<dyn Store>> {
+pub(crate) async fn open_store(config: &Config, create: Create) -> anyhow::Result<Arc<dyn Store>> {
     let timeout = config.storage_timeout;
     match &config.storage {
         StorageUrl::Sqlite(path) => {

@@ -8,7 +8,7 @@ use temppass_http::clock::{Clock, SystemClock};
 use temppass_token::{Jwks, Verdict, VerifyOptions, fetch_jwks, verify_media_token};
 
 /// Prints the verdict; exits 0 only for `Valid`, 1 for any other verdict, 2 when the keys cannot be read.
-pub fn run(jwks: &str, resource: Option<&str>, skew_secs: i64, token: &str) -> ExitCode {
+pub(crate) fn run(jwks: &str, resource: Option<&str>, skew_secs: i64, token: &str) -> ExitCode {
     let key_set = match load(jwks) {
         Ok(key_set) => key_set,
         Err(error) => {

@@ -21,31 +21,31 @@ use temppass_store::{Application, Store};
 use temppass_store_sqlite::{SqliteOptions, SqliteStore};
 use tower::ServiceExt;
 
-pub const SP: &str = "REF30";
-pub const OTHER_SP: &str = "OTHER";
+pub(crate) const SP: &str = "REF30";
+pub(crate) const OTHER_SP: &str = "OTHER";
 /// The basic TempPass MVPD of both service providers.
-pub const BASIC: &str = "TempPass";
+pub(crate) const BASIC: &str = "TempPass";
 /// The promotional TempPass MVPD of `REF30`.
-pub const PROMO: &str = "flexibleTempPass";
+pub(crate) const PROMO: &str = "flexibleTempPass";
 /// The regular MVPD of `REF30`: listed, never authorized.
-pub const REGULAR: &str = "Cablevision";
-pub const PUBLIC_URL: &str = "http://temppass.test";
+pub(crate) const REGULAR: &str = "Cablevision";
+pub(crate) const PUBLIC_URL: &str = "http://temppass.test";
 
 /// The manual clock starts here; the odd milliseconds show where seconds are floored.
-pub const START_MS: i64 = 1_700_000_000_123;
-pub const BASIC_TTL_MS: i64 = 10 * 60 * 1000;
-pub const PROMO_TTL_MS: i64 = 24 * 60 * 60 * 1000;
-pub const PROMO_MAX_RESOURCES: i64 = 3;
-pub const MEDIA_TOKEN_TTL_MS: i64 = 7 * 60 * 1000;
-pub const ACCESS_TOKEN_TTL_MS: i64 = 6 * 60 * 60 * 1000;
-pub const SESSION_TTL_MS: i64 = 30 * 60 * 1000;
+pub(crate) const START_MS: i64 = 1_700_000_000_123;
+pub(crate) const BASIC_TTL_MS: i64 = 10 * 60 * 1000;
+pub(crate) const PROMO_TTL_MS: i64 = 24 * 60 * 60 * 1000;
+pub(crate) const PROMO_MAX_RESOURCES: i64 = 3;
+pub(crate) const MEDIA_TOKEN_TTL_MS: i64 = 7 * 60 * 1000;
+pub(crate) const ACCESS_TOKEN_TTL_MS: i64 = 6 * 60 * 60 * 1000;
+pub(crate) const SESSION_TTL_MS: i64 = 30 * 60 * 1000;
 
 /// The characters of a second-screen code (SPEC.md §3).
-pub const CODE_ALPHABET: &str = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+pub(crate) const CODE_ALPHABET: &str = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 
 /// `Ok`'s value, or a panic naming what failed (the workspace denies `unwrap`).
 #[track_caller]
-pub fn ok<T, E: Display>(result: Result<T, E>, what: &str) -> T {
+pub(crate) fn ok<T, E: Display>(result: Result<T, E>, what: &str) -> T {
     match result {
         Ok(value) => value,
         Err(error) => panic!("{what}: {error}"),
@@ -54,7 +54,7 @@ pub fn ok<T, E: Display>(result: Result<T, E>, what: &str) -> T {
 
 /// `Some`'s value, or a panic naming what was missing.
 #[track_caller]
-pub fn some<T>(option: Option<T>, what: &str) -> T {
+pub(crate) fn some<T>(option: Option<T>, what: &str) -> T {
     match option {
         Some(value) => value,
         None => panic!("{what} is missing"),
@@ -79,7 +79,7 @@ fn basic_temppass(ttl: &str) -> TempPassMvpd {
 }
 
 /// REF30 (a regular MVPD, a basic and a promotional TempPass) and OTHER (its own basic TempPass).
-pub fn settings() -> Settings {
+pub(crate) fn settings() -> Settings {
     Settings {
         public_url: PUBLIC_URL.into(),
         media_token_ttl: duration("7m"),
@@ -128,12 +128,12 @@ pub fn settings() -> Settings {
 
 /// A client registered through `/o/client/register`.
 #[derive(Debug, Clone)]
-pub struct RegisteredClient {
+pub(crate) struct RegisteredClient {
     pub client_id: String,
     pub client_secret: String,
 }
 
-pub struct TestApp {
+pub(crate) struct TestApp {
     pub router: Router,
     pub state: AppState,
     pub clock: Arc<ManualClock>,
@@ -146,16 +146,16 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    pub async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         Self::with_settings(settings()).await
     }
 
-    pub async fn with_settings(settings: Settings) -> Self {
+    pub(crate) async fn with_settings(settings: Settings) -> Self {
         Self::build(settings, |store| store).await
     }
 
     /// A second app on the store (and clock) of `other`, with other settings.
-    pub async fn with_store_of(other: TestApp, settings: Settings) -> Self {
+    pub(crate) async fn with_store_of(other: TestApp, settings: Settings) -> Self {
         let TestApp { state, clock, client, token, _dir, .. } = other;
         let store = state.store().clone();
         let state = ok(AppState::new(settings, store, clock.clone()).await, "application state");
@@ -164,7 +164,7 @@ impl TestApp {
     }
 
     /// `wrap` may put a test double around the SQLite store.
-    pub async fn build(settings: Settings, wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -> Self {
+    pub(crate) async fn build(settings: Settings, wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -> Self {
         let dir = ok(tempfile::tempdir(), "temporary directory");
         let sqlite = ok(SqliteStore::open(dir.path().join("temppass.db"), generous()), "open SQLite");
         let store = wrap(Arc::new(sqlite));
@@ -180,28 +180,28 @@ impl TestApp {
     }
 
     /// A new access token for `client`, as an app does when the clock has passed the old one's expiry.
-    pub async fn renew_token(&mut self) {
+    pub(crate) async fn renew_token(&mut self) {
         self.token = self.access_token(&self.client, None).await;
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         self.state.store()
     }
 
-    pub fn clock_now(&self) -> Timestamp {
+    pub(crate) fn clock_now(&self) -> Timestamp {
         self.clock.now()
     }
 
-    pub fn now_ms(&self) -> i64 {
+    pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now().as_millis()
     }
 
-    pub fn advance_ms(&self, ms: i64) {
+    pub(crate) fn advance_ms(&self, ms: i64) {
         self.clock.advance_ms(ms);
     }
 
     /// What `temppass app create` does: an application in the store and its software statement.
-    pub async fn create_application(
+    pub(crate) async fn create_application(
         &self,
         name: &str,
         service_providers: &[&str],
@@ -225,7 +225,7 @@ impl TestApp {
     }
 
     /// Registers a client with the statement through the HTTP endpoint.
-    pub async fn register_client(&self, statement: &str) -> RegisteredClient {
+    pub(crate) async fn register_client(&self, statement: &str) -> RegisteredClient {
         let reply = self
             .post_json("/o/client/register", &json!({ "software_statement": statement }))
             .without_bearer()
@@ -239,7 +239,7 @@ impl TestApp {
     }
 
     /// An access token through the HTTP endpoint; `scope` restricts it.
-    pub async fn access_token(&self, client: &RegisteredClient, scope: Option<&str>) -> String {
+    pub(crate) async fn access_token(&self, client: &RegisteredClient, scope: Option<&str>) -> String {
         let mut form = vec![
             ("grant_type", "client_credentials"),
             ("client_id", client.client_id.as_str()),
@@ -254,14 +254,14 @@ impl TestApp {
     }
 
     /// A bearer token for an application bound to `service_providers` with `scopes`.
-    pub async fn token_for(&self, name: &str, service_providers: &[&str], scopes: &[&str]) -> String {
+    pub(crate) async fn token_for(&self, name: &str, service_providers: &[&str], scopes: &[&str]) -> String {
         let (_, statement) = self.create_application(name, service_providers, scopes).await;
         let client = self.register_client(&statement).await;
         self.access_token(&client, None).await
     }
 
     /// A request of any method with the app's bearer token.
-    pub fn call(&self, method: Method, path: &str) -> Call {
+    pub(crate) fn call(&self, method: Method, path: &str) -> Call {
         let mut headers = HeaderMap::new();
         let bearer = ok(HeaderValue::from_str(&format!("Bearer {}", self.token)), "bearer header");
         headers.insert(header::AUTHORIZATION, bearer);
@@ -269,62 +269,62 @@ impl TestApp {
     }
 
     /// A DELETE with the app's bearer token (the reset API).
-    pub fn delete(&self, path: &str) -> Call {
+    pub(crate) fn delete(&self, path: &str) -> Call {
         self.call(Method::DELETE, path)
     }
 
     /// A GET with the app's bearer token.
-    pub fn get(&self, path: &str) -> Call {
+    pub(crate) fn get(&self, path: &str) -> Call {
         self.call(Method::GET, path)
     }
 
     /// A POST of JSON with the app's bearer token.
-    pub fn post_json(&self, path: &str, body: &Value) -> Call {
+    pub(crate) fn post_json(&self, path: &str, body: &Value) -> Call {
         self.post_bytes(path, "application/json", body.to_string().into_bytes())
     }
 
     /// A POST of a form-urlencoded body with the app's bearer token.
-    pub fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> Call {
+    pub(crate) fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> Call {
         let body = ok(serde_urlencoded::to_string(fields), "form body");
         self.post_bytes(path, "application/x-www-form-urlencoded", body.into_bytes())
     }
 
-    pub fn post_bytes(&self, path: &str, content_type: &str, body: Vec<u8>) -> Call {
+    pub(crate) fn post_bytes(&self, path: &str, content_type: &str, body: Vec<u8>) -> Call {
         let mut call = self.call(Method::POST, path).header(header::CONTENT_TYPE.as_str(), content_type);
         call.body = body;
         call
     }
 
     /// `POST /api/v2/REF30/decisions/authorize/{mvpd}` for one device.
-    pub fn authorize(&self, mvpd: &str, device: &str, resources: &[&str]) -> Call {
+    pub(crate) fn authorize(&self, mvpd: &str, device: &str, resources: &[&str]) -> Call {
         self.post_json(&format!("/api/v2/{SP}/decisions/authorize/{mvpd}"), &json!({ "resources": resources }))
             .device(device)
     }
 
     /// `POST /api/v2/REF30/decisions/preauthorize/{mvpd}` for one device.
-    pub fn preauthorize(&self, mvpd: &str, device: &str, resources: &[&str]) -> Call {
+    pub(crate) fn preauthorize(&self, mvpd: &str, device: &str, resources: &[&str]) -> Call {
         self.post_json(&format!("/api/v2/{SP}/decisions/preauthorize/{mvpd}"), &json!({ "resources": resources }))
             .device(device)
     }
 
     /// `GET /api/v2/REF30/profiles/{mvpd}` for one device.
-    pub fn profile(&self, mvpd: &str, device: &str) -> Call {
+    pub(crate) fn profile(&self, mvpd: &str, device: &str) -> Call {
         self.get(&format!("/api/v2/{SP}/profiles/{mvpd}")).device(device)
     }
 }
 
 /// Base64 of a device id, as `AP-Device-Identifier: fingerprint …` carries it.
-pub fn fingerprint(device: &str) -> String {
+pub(crate) fn fingerprint(device: &str) -> String {
     format!("fingerprint {}", STANDARD.encode(device))
 }
 
 /// Base64 of `{"email": …}`, as `AP-TempPass-Identity` carries it.
-pub fn identity_header(email: &str) -> String {
+pub(crate) fn identity_header(email: &str) -> String {
     STANDARD.encode(json!({ "email": email }).to_string())
 }
 
 /// One request under construction; owns a clone of the router so it can be spawned.
-pub struct Call {
+pub(crate) struct Call {
     router: Router,
     method: Method,
     uri: String,
@@ -333,31 +333,31 @@ pub struct Call {
 }
 
 impl Call {
-    pub fn header(mut self, name: &str, value: &str) -> Self {
+    pub(crate) fn header(mut self, name: &str, value: &str) -> Self {
         let name = ok(HeaderName::from_bytes(name.as_bytes()), "header name");
         let value = ok(HeaderValue::from_str(value), "header value");
         self.headers.insert(name, value);
         self
     }
 
-    pub fn bearer(self, token: &str) -> Self {
+    pub(crate) fn bearer(self, token: &str) -> Self {
         self.header("authorization", &format!("Bearer {token}"))
     }
 
-    pub fn without_bearer(mut self) -> Self {
+    pub(crate) fn without_bearer(mut self) -> Self {
         self.headers.remove(header::AUTHORIZATION);
         self
     }
 
-    pub fn device(self, device: &str) -> Self {
+    pub(crate) fn device(self, device: &str) -> Self {
         self.header("ap-device-identifier", &fingerprint(device))
     }
 
-    pub fn identity(self, email: &str) -> Self {
+    pub(crate) fn identity(self, email: &str) -> Self {
         self.header("ap-temppass-identity", &identity_header(email))
     }
 
-    pub async fn send(self) -> Reply {
+    pub(crate) async fn send(self) -> Reply {
         let mut request = Request::builder().method(self.method).uri(&self.uri);
         for (name, value) in &self.headers {
             request = request.header(name, value);
@@ -375,7 +375,7 @@ impl Call {
 
 /// A response: status, headers, the body as text and as JSON (`Null` when empty or not JSON).
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub text: String,
@@ -384,28 +384,28 @@ pub struct Reply {
 
 impl Reply {
     #[track_caller]
-    pub fn assert_status(&self, status: u16) -> &Self {
+    pub(crate) fn assert_status(&self, status: u16) -> &Self {
         assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.text);
         self
     }
 
     /// A 200 with Adobe's JSON content type.
     #[track_caller]
-    pub fn assert_ok_json(&self) -> &Value {
+    pub(crate) fn assert_ok_json(&self) -> &Value {
         self.assert_status(200);
         self.assert_json_content_type();
         &self.body
     }
 
     #[track_caller]
-    pub fn assert_json_content_type(&self) {
+    pub(crate) fn assert_json_content_type(&self) {
         let content_type = self.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         assert_eq!(content_type, Some("application/json;charset=utf-8"));
     }
 
     /// A request-level enhanced error: the whole body, with that HTTP status.
     #[track_caller]
-    pub fn assert_error(&self, status: u16, code: &str, action: &str) {
+    pub(crate) fn assert_error(&self, status: u16, code: &str, action: &str) {
         self.assert_status(status);
         self.assert_json_content_type();
         assert_enhanced_error(&self.body, status, code, action);
@@ -419,26 +419,26 @@ impl Reply {
 
     /// A DCR error: 400 `{"error": code}`.
     #[track_caller]
-    pub fn assert_oauth_error(&self, code: &str) {
+    pub(crate) fn assert_oauth_error(&self, code: &str) {
         self.assert_status(400);
         assert_eq!(self.body["error"], code, "body: {}", self.text);
     }
 
     #[track_caller]
-    pub fn string(&self, field: &str) -> &str {
+    pub(crate) fn string(&self, field: &str) -> &str {
         some(self.body[field].as_str(), &format!("string field {field:?} in {}", self.text))
     }
 
     /// The decision items of a 200 decision response.
     #[track_caller]
-    pub fn decisions(&self) -> &Vec<Value> {
+    pub(crate) fn decisions(&self) -> &Vec<Value> {
         self.assert_ok_json();
         some(self.body["decisions"].as_array(), &format!("decisions in {}", self.text))
     }
 
     /// The only decision item of a 200 decision response.
     #[track_caller]
-    pub fn decision(&self) -> &Value {
+    pub(crate) fn decision(&self) -> &Value {
         let decisions = self.decisions();
         assert_eq!(decisions.len(), 1, "expected one decision: {}", self.text);
         &decisions[0]
@@ -446,7 +446,7 @@ impl Reply {
 
     /// The profile of `mvpd` in a 200 profile response, which holds nothing else.
     #[track_caller]
-    pub fn profile(&self, mvpd: &str) -> &Value {
+    pub(crate) fn profile(&self, mvpd: &str) -> &Value {
         let profiles = some(self.assert_ok_json()["profiles"].as_object(), &format!("profiles in {}", self.text));
         assert_eq!(profiles.len(), 1, "expected one profile: {}", self.text);
         some(profiles.get(mvpd), &format!("the profile of {mvpd}"))
@@ -455,7 +455,7 @@ impl Reply {
 
 /// The shape of SPEC.md §5: status, code, message, action, helpUrl, trace.
 #[track_caller]
-pub fn assert_enhanced_error(error: &Value, status: u16, code: &str, action: &str) {
+pub(crate) fn assert_enhanced_error(error: &Value, status: u16, code: &str, action: &str) {
     assert_eq!(error["status"], status, "error: {error}");
     assert_eq!(error["code"], code, "error: {error}");
     assert_eq!(error["action"], action, "error: {error}");
@@ -467,7 +467,7 @@ pub fn assert_enhanced_error(error: &Value, status: u16, code: &str, action: &st
 
 /// A deny item: `authorized` false, the enhanced error inside, no token.
 #[track_caller]
-pub fn assert_denied(item: &Value, resource: &str, status: u16, code: &str, action: &str) {
+pub(crate) fn assert_denied(item: &Value, resource: &str, status: u16, code: &str, action: &str) {
     assert_eq!(item["resource"], resource, "item: {item}");
     assert_eq!(item["authorized"], false, "item: {item}");
     assert_eq!(item["source"], "temppass", "item: {item}");
@@ -477,7 +477,7 @@ pub fn assert_denied(item: &Value, resource: &str, status: u16, code: &str, acti
 
 /// A permit item for `resource`: `authorized` true, no error, a token.
 #[track_caller]
-pub fn assert_permitted(item: &Value, resource: &str) {
+pub(crate) fn assert_permitted(item: &Value, resource: &str) {
     assert_eq!(item["resource"], resource, "item: {item}");
     assert_eq!(item["authorized"], true, "item: {item}");
     assert!(item.get("error").is_none(), "a permit carries no error: {item}");
@@ -486,13 +486,13 @@ pub fn assert_permitted(item: &Value, resource: &str) {
 
 /// A JSON integer.
 #[track_caller]
-pub fn int(value: &Value) -> i64 {
+pub(crate) fn int(value: &Value) -> i64 {
     some(value.as_i64(), &format!("an integer (got {value})"))
 }
 
 /// The claims of a compact JWS, read without checking the signature.
 #[track_caller]
-pub fn jws_claims(token: &str) -> Value {
+pub(crate) fn jws_claims(token: &str) -> Value {
     let payload = some(token.split('.').nth(1), "the JWS payload");
     let bytes = ok(URL_SAFE_NO_PAD.decode(payload), "base64url payload");
     ok(serde_json::from_slice(&bytes), "JSON claims")

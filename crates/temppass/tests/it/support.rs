@@ -8,29 +8,29 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_temppass");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_temppass");
 
 /// A configuration in a temporary directory, with its SQLite file beside it
 /// (or a PostgreSQL database, see [`Sandbox::with_storage`]).
-pub struct Sandbox {
+pub(crate) struct Sandbox {
     pub dir: tempfile::TempDir,
 }
 
 impl Sandbox {
     /// A sandbox whose basic TempPass rule lasts `ttl`, with a SQLite file.
-    pub fn new(ttl: &str) -> Self {
+    pub(crate) fn new(ttl: &str) -> Self {
         Self::with_storage(ttl, None)
     }
 
     /// A sandbox whose basic TempPass rule lasts `ttl`, storing at
     /// `storage_url` (a SQLite file in the sandbox when `None`). Besides the
     /// basic rules, REF30 has a promotional `flexibleTempPass` rule with 2 slots.
-    pub fn with_storage(ttl: &str, storage_url: Option<&str>) -> Self {
+    pub(crate) fn with_storage(ttl: &str, storage_url: Option<&str>) -> Self {
         Self::with_server_keys(ttl, storage_url, "")
     }
 
     /// As [`Sandbox::with_storage`], with more `[server]` keys (TOML lines).
-    pub fn with_server_keys(ttl: &str, storage_url: Option<&str>, server_keys: &str) -> Self {
+    pub(crate) fn with_server_keys(ttl: &str, storage_url: Option<&str>, server_keys: &str) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let storage_url = storage_url
             .map_or_else(|| format!("sqlite://{}", dir.path().join("data/temppass.db").display()), str::to_owned);
@@ -75,11 +75,11 @@ ttl = "{ttl}"
         Self { dir }
     }
 
-    pub fn config(&self) -> PathBuf {
+    pub(crate) fn config(&self) -> PathBuf {
         self.dir.path().join("temppass.toml")
     }
 
-    pub fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         let mut command = Command::new(BIN);
         command.args(args).env_remove("RUST_LOG");
         if args.first() != Some(&"token") {
@@ -89,12 +89,12 @@ ttl = "{ttl}"
     }
 
     /// Creates an application and returns its software statement.
-    pub fn create_app(&self, name: &str, service_providers: &[&str]) -> String {
+    pub(crate) fn create_app(&self, name: &str, service_providers: &[&str]) -> String {
         self.create_app_with_scopes(name, service_providers, &["api:client:v2"])
     }
 
     /// Creates an application with these scopes and returns its software statement.
-    pub fn create_app_with_scopes(&self, name: &str, service_providers: &[&str], scopes: &[&str]) -> String {
+    pub(crate) fn create_app_with_scopes(&self, name: &str, service_providers: &[&str], scopes: &[&str]) -> String {
         // The sandbox's first command makes its store, as an operator's first `--init` does.
         let mut args = vec!["app", "create", "--init", "--name", name, "--scope"];
         args.extend_from_slice(scopes);
@@ -106,20 +106,20 @@ ttl = "{ttl}"
         stdout.lines().last().unwrap_or_default().trim().to_owned()
     }
 
-    pub fn start(&self) -> Server {
+    pub(crate) fn start(&self) -> Server {
         Server::start(&self.config())
     }
 
     /// Starts `count` servers on this configuration at the same moment (all
     /// processes spawned before any is waited for), as a deployment does.
-    pub fn start_together(&self, count: usize) -> Vec<Server> {
+    pub(crate) fn start_together(&self, count: usize) -> Vec<Server> {
         let children: Vec<Child> = (0..count).map(|_| Server::spawn(&self.config())).collect();
         children.into_iter().map(Server::announced).collect()
     }
 }
 
 /// A running `temppass serve`; killed (SIGKILL) when dropped.
-pub struct Server {
+pub(crate) struct Server {
     pub child: Child,
     pub base: String,
 }
@@ -153,7 +153,7 @@ impl Server {
         Self { child, base }
     }
 
-    pub fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -166,18 +166,18 @@ impl Drop for Server {
     }
 }
 
-pub fn device(id: &str) -> String {
+pub(crate) fn device(id: &str) -> String {
     format!("fingerprint {}", STANDARD.encode(id))
 }
 
-pub async fn json(response: reqwest::Response) -> (u16, Value) {
+pub(crate) async fn json(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let body = response.json::<Value>().await.expect("a JSON response");
     (status, body)
 }
 
 /// Registers a client with the statement and returns an access token.
-pub async fn access_token(base: &str, statement: &str) -> String {
+pub(crate) async fn access_token(base: &str, statement: &str) -> String {
     let client = reqwest::Client::new();
     let (status, registered) = json(
         client
@@ -214,19 +214,19 @@ fn serde_urlencoded(pairs: &[(&str, &str)]) -> String {
     pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
 }
 
-pub async fn authorize(base: &str, token: &str, sp: &str, device_id: &str, resource: &str) -> (u16, Value) {
+pub(crate) async fn authorize(base: &str, token: &str, sp: &str, device_id: &str, resource: &str) -> (u16, Value) {
     let url = authorize_url(base, sp, "TempPass");
     let request = authorize_request(&reqwest::Client::new(), &url, token, device_id, None, resource);
     json(request.send().await.expect("authorize answers")).await
 }
 
-pub fn authorize_url(base: &str, sp: &str, mvpd: &str) -> String {
+pub(crate) fn authorize_url(base: &str, sp: &str, mvpd: &str) -> String {
     format!("{base}/api/v2/{sp}/decisions/authorize/{mvpd}")
 }
 
 /// An authorization of one resource, with the identity header (already
 /// encoded) when given: built, not sent.
-pub fn authorize_request(
+pub(crate) fn authorize_request(
     client: &reqwest::Client,
     url: &str,
     token: &str,
@@ -247,7 +247,7 @@ pub fn authorize_request(
 
 /// SPEC.md §6: a revoked application's token is refused within 5 s (a server may
 /// reuse a looked-up grant for `tokens.access_token_cache`, 2 s by default).
-pub async fn configuration_is_refused_within_five_seconds(base: &str, token: &str) {
+pub(crate) async fn configuration_is_refused_within_five_seconds(base: &str, token: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let url = format!("{base}/api/v2/REF30/configuration");
