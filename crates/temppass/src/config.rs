@@ -437,25 +437,7 @@ fn validate(file: File) -> anyhow::Result<Config> {
             "server.body_timeout: {body_timeout:?} is longer than limits.request_timeout ({request_timeout:?}), which would end the request first"
         );
     }
-    let mut seen_service_providers = HashSet::new();
-    let service_providers = file
-        .service_providers
-        .into_iter()
-        .enumerate()
-        .map(|(index, section)| {
-            let sp = service_provider(index, section)?;
-            if !seen_service_providers.insert(sp.id.clone()) {
-                bail!("service_providers[{index}].id: {} is configured twice", sp.id);
-            }
-            Ok(sp)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    if service_providers.is_empty() {
-        bail!(
-            "service_providers: none is configured; add a [[service_providers]] section with at least one \
-             [[service_providers.temppass]] rule (docs/configuration.md)"
-        );
-    }
+    let service_providers = service_providers(file.service_providers)?;
     Ok(Config {
         origin: String::new(),
         public_url_is_set: file.server.public_url.is_some(),
@@ -483,6 +465,29 @@ fn validate(file: File) -> anyhow::Result<Config> {
             demo: None,
         },
     })
+}
+
+/// The `[[service_providers]]` sections: at least one, each id once.
+fn service_providers(sections: Vec<ServiceProviderSection>) -> anyhow::Result<Vec<ServiceProvider>> {
+    let mut seen = HashSet::new();
+    let service_providers = sections
+        .into_iter()
+        .enumerate()
+        .map(|(index, section)| {
+            let sp = service_provider(index, section)?;
+            if !seen.insert(sp.id.clone()) {
+                bail!("service_providers[{index}].id: {} is configured twice", sp.id);
+            }
+            Ok(sp)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if service_providers.is_empty() {
+        bail!(
+            "service_providers: none is configured; add a [[service_providers]] section with at least one \
+             [[service_providers.temppass]] rule (docs/configuration.md)"
+        );
+    }
+    Ok(service_providers)
 }
 
 fn in_range(field: &str, value: i64, range: std::ops::RangeInclusive<usize>) -> anyhow::Result<usize> {
