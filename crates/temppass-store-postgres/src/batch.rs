@@ -97,7 +97,7 @@ pub(crate) async fn authorize_batch(
     let mut schedule = Schedule::new(jobs);
     while let Some(tx) = schedule.next(jobs, callers, backoff) {
         let result = if tx.first_uses {
-            run_first_uses(conn, &statements, jobs, &tx.jobs).await
+            run_first_uses(conn, &statements, jobs, &tx.jobs, tx.patient).await
         } else {
             run_locked(conn, &statements, jobs, &tx.jobs, tx.patient).await
         };

@@ -326,6 +326,43 @@ async fn a_first_use_waiting_for_a_lock_held_elsewhere_holds_back_no_other() {
     assert_eq!(answer.map(|o| o.decision).ok(), Some(Ok(())), "the busy device was not permitted once free");
 }
 
+/// A first use whose key lock is held elsewhere longer than eight lock
+/// timeouts (another server's transaction) runs alone and patient, as its
+/// first use still, and is permitted once the lock is free, instead of
+/// failing as unavailable after eight 200 ms attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_use_held_back_by_a_lock_longer_than_eight_lock_timeouts_waits_patiently() {
+    let Some(database) = TestDatabase::create().await else { return };
+    let options =
+        PostgresOptions { operation_timeout: std::time::Duration::from_secs(20), ..PostgresOptions::default() };
+    let store = PostgresStore::connect(database.url(), options).await.expect("the store connects");
+    // Until the filter of bound keys is loaded, every key may be bound and no first use skips its reads.
+    while !store.bound_keys().is_complete() {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let scope = scope("REF30", "TempPass");
+    let busy = device_id("busy-device");
+    let now = Timestamp::from_millis(1_700_000_000_000);
+    let (holder, connection) =
+        tokio_postgres::connect(database.url(), tokio_postgres::NoTls).await.expect("PostgreSQL accepts a connection");
+    tokio::spawn(connection);
+    let key = crate::locks::key_lock(&scope, temppass_store::KeyKind::Device, busy.as_str());
+    holder.execute("SELECT pg_advisory_lock($1)", &[&key]).await.expect("the statement runs");
+    let held = 8 * crate::locks::BATCH_LOCK_TIMEOUT + std::time::Duration::from_millis(1_500);
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(held).await;
+        holder.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.expect("the statement runs");
+    });
+
+    let answer = store
+        .authorize(Authorization::new(device_lookup(&scope, &busy), &basic_rule("4h"), &resource("res-1"), now))
+        .await;
+    release.await.expect("the releasing task finishes");
+
+    let decision = answer.map(|o| o.decision);
+    assert!(matches!(decision, Ok(Ok(()))), "the first use gave up before the lock was free: {decision:?}");
+}
+
 /// Several new trials start in one statement: each caller is told the
 /// trial its own keys find, with its own title.
 #[tokio::test]

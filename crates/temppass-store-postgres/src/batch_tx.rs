@@ -93,6 +93,18 @@ impl Statements {
     }
 }
 
+impl Statements {
+    /// The settings statement of a transaction: generic plans, and unless
+    /// `patient` the lock timeout, whose parameter is `lock_timeout`.
+    fn settings<'p>(
+        &'p self,
+        patient: bool,
+        lock_timeout: &'p [Param<'p>; 1],
+    ) -> (&'p tokio_postgres::Statement, &'p [Param<'p>]) {
+        if patient { (&self.generic_plans, &[]) } else { (&self.generic_plans_and_lock_timeout, &lock_timeout[..]) }
+    }
+}
+
 /// Why a transaction attempt stopped: PostgreSQL's error (some are worth a
 /// retry), or the store's own.
 pub(crate) enum TxError {
@@ -226,11 +238,9 @@ pub(crate) async fn run_locked(
     let keys = TxKeys::new(jobs, together);
     let (locks, trials, find) = (keys.locks(), keys.trials(), keys.find());
     let lock_timeout: [Param<'_>; 1] = [&s.lock_timeout];
-    let settings =
-        if patient { (&s.generic_plans, &[][..]) } else { (&s.generic_plans_and_lock_timeout, &lock_timeout[..]) };
     let reads = [
         (&s.begin, &[][..]),
-        settings,
+        s.settings(patient, &lock_timeout),
         (&s.lock_generations_and_keys, &locks[..]),
         (&s.lock_trials, &trials[..]),
         (&s.find, &find[..]),
@@ -243,7 +253,7 @@ pub(crate) async fn run_locked(
     let locked = trial_locks.iter().map(|row| row.try_get::<_, i64>(0)).collect::<Result<BTreeSet<i64>, _>>()?;
     let reads = reads_of(together.len(), &found_rows)?;
     let planned = settle(jobs, together, &reads, &locked);
-    write_and_commit(conn, s, jobs, planned, &[], false).await
+    write_and_commit(conn, s, planned, &[], false).await
 }
 
 /// The transaction for jobs all of whose keys this server never saw bound:
@@ -254,24 +264,22 @@ pub(crate) async fn run_locked(
 /// trial it points to; the caller then runs the jobs again the usual way.
 /// Once the insert has succeeded, the unique index holds back any other
 /// insert of those keys until this transaction ends: no key had a binding,
-/// so no trial is found, which is what the decisions assumed.
+/// so no trial is found, which is what the decisions assumed. `patient` as
+/// for [`run_locked`]: a slow job alone keeps its first use, without the lock timeout.
 pub(crate) async fn run_first_uses(
     conn: &mut Conn,
     s: &Statements,
     jobs: &[WriteJob],
     together: &[usize],
+    patient: bool,
 ) -> Result<Vec<(usize, Outcome)>, TxError> {
     let keys = TxKeys::new(jobs, together);
     let (locks, lock_timeout): ([Param<'_>; 2], [Param<'_>; 1]) = (keys.locks(), [&s.lock_timeout]);
-    let first = [
-        (&s.begin, &[][..]),
-        (&s.generic_plans_and_lock_timeout, &lock_timeout[..]),
-        (&s.lock_generations_and_keys, &locks[..]),
-    ];
+    let first = [(&s.begin, &[][..]), s.settings(patient, &lock_timeout), (&s.lock_generations_and_keys, &locks[..])];
     let reads: Vec<Read> = together.iter().map(|_| Read::default()).collect();
     let planned = settle(jobs, together, &reads, &BTreeSet::new());
     conn.transaction_opening();
-    write_and_commit(conn, s, jobs, planned, &first, true).await
+    write_and_commit(conn, s, planned, &first, true).await
 }
 
 /// The bindings [`FIND_BATCH`] read, per job of the transaction.
@@ -290,6 +298,8 @@ fn reads_of(jobs: usize, rows: &[Row]) -> Result<Vec<Read>, TxError> {
 /// What a job of a transaction came to, before its writes.
 enum Settled<'a> {
     Planned(Box<Writes<'a>>),
+    /// It could not be planned (a bug): it writes nothing and is answered this error.
+    Failed(StoreError),
     StartOver,
     Deferred,
 }
@@ -316,7 +326,10 @@ fn settle<'a>(
                 Settled::Deferred
             } else {
                 claimed.extend(read.found.referenced());
-                Settled::Planned(Box::new(Writes::new(&jobs[index], read)))
+                match Writes::new(&jobs[index], read) {
+                    Ok(writes) => Settled::Planned(Box::new(writes)),
+                    Err(error) => Settled::Failed(error),
+                }
             };
             (index, settled)
         })
@@ -329,12 +342,10 @@ fn settle<'a>(
 async fn write_and_commit(
     conn: &mut Conn,
     s: &Statements,
-    jobs: &[WriteJob],
     planned: Vec<(usize, Settled<'_>)>,
     first: &[(&tokio_postgres::Statement, &[Param<'_>])],
     first_uses: bool,
 ) -> Result<Vec<(usize, Outcome)>, TxError> {
-    let _ = jobs;
     let mut new_trials = NewTrials::default();
     let start_rows: Vec<Option<usize>> = planned
         .iter()
@@ -372,6 +383,7 @@ fn outcome(settled: Settled<'_>, started: Option<&Row>) -> Outcome {
     match settled {
         Settled::StartOver => Outcome::StartOver,
         Settled::Deferred => Outcome::Deferred,
+        Settled::Failed(error) => Outcome::Done(Err(error)),
         Settled::Planned(writes) => {
             let id = match started.map(|row| row.try_get::<_, i64>(0)) {
                 Some(Ok(id)) => Some(TrialId(id)),

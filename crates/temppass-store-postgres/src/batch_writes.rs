@@ -131,9 +131,9 @@ pub(crate) struct Writes<'a> {
 }
 
 impl<'a> Writes<'a> {
-    pub(crate) fn new(job: &'a WriteJob, read: &Read) -> Self {
+    pub(crate) fn new(job: &'a WriteJob, read: &Read) -> Result<Self, StoreError> {
         let lookup = job.request().lookup;
-        let plan = plan(&read.found, job.request());
+        let plan = plan(&read.found, job.request())?;
         let (kinds, keys) =
             plan.bind.iter().filter_map(|&kind| job.key(kind)).map(|(kind, key)| (kind.code(), key)).unzip();
         let (trial_id, resources, started_ms, expires_ms) = match &plan.trial {
@@ -142,7 +142,7 @@ impl<'a> Writes<'a> {
                 (0, &new.used_resources, new.started_at.as_millis(), new.expires_at.as_millis())
             }
         };
-        Self {
+        Ok(Self {
             service_provider: lookup.scope.service_provider.as_str(),
             mvpd: lookup.scope.mvpd.as_str(),
             kinds,
@@ -154,7 +154,7 @@ impl<'a> Writes<'a> {
             started_ms,
             expires_ms,
             plan,
-        }
+        })
     }
 
     /// The answer once committed; `started` is the id of the trial it started, if any.

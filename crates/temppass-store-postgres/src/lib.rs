@@ -384,7 +384,7 @@ impl Store for PostgresStore {
             // Linearizable: the statement reads one committed state, and an
             // authorization that changes nothing may be ordered at that point.
             if self.bound.may_all_be_bound(lookup) {
-                let plan = plan(&self.shared.find(lookup).await?, request);
+                let plan = plan(&self.shared.find(lookup).await?, request)?;
                 if plan.writes_nothing() {
                     return plan.outcome(None);
                 }

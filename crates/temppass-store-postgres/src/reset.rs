@@ -62,7 +62,9 @@ pub(crate) async fn reset(
             let statements = ResetStatements::prepare(conn).await?;
             for _ in 0..MAX_ATTEMPTS {
                 match reset_one_once(conn, &statements, scope, kind, key).await {
-                    Ok(()) => return Ok(()),
+                    Ok(true) => return Ok(()),
+                    // The key's binding moved twice while this reset waited: start over.
+                    Ok(false) => conn.rollback().await?,
                     // PostgreSQL broke a deadlock (see `reset_one_once`): start over.
                     Err(error) if error.worth_retrying() => conn.rollback().await?,
                     // Any other error drops the connection mid-transaction, which closes it.
@@ -108,14 +110,14 @@ impl ResetStatements {
 
 /// One attempt: the key's lock, the lock of the trial it points to, and its
 /// binding read after them (one round trip); then what [`plan_reset`] says,
-/// and the commit (another).
+/// and the commit (another). `Ok(false)`: the binding moved under it, start over.
 async fn reset_one_once(
     conn: &mut Conn,
     s: &ResetStatements,
     scope: &RuleScope,
     kind: KeyKind,
     key: &str,
-) -> Result<(), TxError> {
+) -> Result<bool, TxError> {
     let (sp, mvpd, code) = (scope.service_provider.as_str(), scope.mvpd.as_str(), kind.code());
     let locks = vec![key_lock(scope, kind, key)];
     let binding: [Param<'_>; 4] = [&sp, &mvpd, &code, &key];
@@ -129,10 +131,19 @@ async fn reset_one_once(
         ])
         .await?;
     let locked = answers[2].iter().map(|row| row.try_get::<_, i64>(0)).collect::<Result<BTreeSet<i64>, _>>()?;
-    let target = match answers[3].first() {
-        Some(row) => Some(ResetTarget { trial_id: TrialId(row.try_get(0)?), counts: row.try_get(1)? }),
-        None => None,
-    };
+    let target = target_of(&answers[3])?;
+    if let Some(moved) = target.filter(|target| !locked.contains(&target.trial_id.0)) {
+        // Deleting the trial needs its row lock. The binding moved to another
+        // trial (a merge) while this transaction waited for the first lock:
+        // that trial is locked now, out of order (PostgreSQL breaks the rare
+        // deadlock this may cause, and the reset starts over), and the
+        // binding read again; should it have moved once more, start over.
+        let ids = vec![moved.trial_id.0];
+        let again = conn.pipeline(&[(&s.lock_trial_ids, &[&ids]), (&s.read_target, &binding)]).await?;
+        if target_of(&again[1])? != target {
+            return Ok(false);
+        }
+    }
     let plan = plan_reset(target);
     let trial: Vec<i64> = match plan {
         ResetPlan::Nothing => Vec::new(),
@@ -141,13 +152,6 @@ async fn reset_one_once(
     let one = trial.first().copied().unwrap_or_default();
     let (trial_param, one_param): ([Param<'_>; 1], [Param<'_>; 1]) = ([&trial], [&one]);
     let mut batch: Vec<(&tokio_postgres::Statement, &[Param<'_>])> = Vec::new();
-    // Deleting the trial needs its row lock. The binding can have moved to
-    // another trial (a merge) while this transaction waited for the first
-    // lock: then that trial is locked now, out of order; PostgreSQL breaks
-    // the rare deadlock this may cause and the reset starts over.
-    if trial.iter().any(|id| !locked.contains(id)) {
-        batch.push((&s.lock_trial_ids, &trial_param));
-    }
     match plan {
         ResetPlan::Nothing => {}
         ResetPlan::EndTrial(_) => {
@@ -162,5 +166,10 @@ async fn reset_one_once(
     batch.push((&s.commit, &[]));
     conn.pipeline(&batch).await?;
     conn.transaction_closed();
-    Ok(())
+    Ok(true)
+}
+
+/// The reset's view of a key's binding, from the rows of [`READ_TARGET`].
+fn target_of(rows: &[tokio_postgres::Row]) -> Result<Option<ResetTarget>, tokio_postgres::Error> {
+    rows.first().map(|row| Ok(ResetTarget { trial_id: TrialId(row.try_get(0)?), counts: row.try_get(1)? })).transpose()
 }

@@ -68,7 +68,7 @@ use rusqlite::{Connection, OpenFlags};
 use temppass_core::{DeviceId, IdentityHash, RuleScope, Timestamp, Trial};
 use temppass_store::{
     AccessGrant, AccessToken, ApiKey, Application, Authorization, AuthorizeOutcome, BoundKeys, Client, KeyKind,
-    OwnedAuthorization, ReclaimReport, Session, Store, StoreError, StoredSigningKey, TrialLookup,
+    OwnedAuthorization, ReclaimReport, Session, Store, StoreError, StoredSigningKey, TrialLookup, plan,
 };
 
 /// The writer checkpoints the WAL itself only past this many pages (16 MiB):
@@ -230,10 +230,11 @@ impl Store for SqliteStore {
         // Most authorizations continue a trial that needs no write: answer
         // those from a reader — unless a key was never bound, as on a first
         // authorization, when the read could only find nothing.
-        if self.bound.may_all_be_bound(lookup)
-            && let Some(plan) = self.read(|conn| trials::plan_without_write(conn, request))?
-        {
-            return plan.outcome(None);
+        if self.bound.may_all_be_bound(lookup) {
+            let plan = plan(&self.read(|conn| trials::find(conn, lookup))?, request)?;
+            if plan.writes_nothing() {
+                return plan.outcome(None);
+            }
         }
         // Before the write that may bind them, so that the filter never misses a bound key.
         self.bound.insert_lookup(lookup);

@@ -109,18 +109,11 @@ pub(crate) fn find(conn: &Connection, lookup: TrialLookup<'_>) -> rusqlite::Resu
     Ok(found)
 }
 
-/// Answers an authorization that changes nothing (every key bound to one
-/// trial, and the resource needs no new slot), or `None` when a write is needed.
-pub(crate) fn plan_without_write(conn: &Connection, request: Authorization<'_>) -> rusqlite::Result<Option<Plan>> {
-    let plan = plan(&find(conn, request.lookup)?, request);
-    Ok(plan.writes_nothing().then_some(plan))
-}
-
 /// The whole authorization inside the writer's transaction: read the
 /// bindings, plan, and write the plan.
 pub(crate) fn authorize(conn: &Connection, request: Authorization<'_>) -> Result<AuthorizeOutcome, StoreError> {
     let found = find(conn, request.lookup).map_err(to_store_error)?;
-    let plan = plan(&found, request);
+    let plan = plan(&found, request)?;
     let started = write(conn, request.lookup, &plan).map_err(to_store_error)?;
     plan.outcome(started)
 }

@@ -146,7 +146,7 @@ pub struct Plan {
 
 /// Plans the authorization `request`, whose lookup's keys have the bindings
 /// `found` (a lookup with an identity binds that key too).
-pub fn plan(found: &Found, request: Authorization<'_>) -> Plan {
+pub fn plan(found: &Found, request: Authorization<'_>) -> Result<Plan, StoreError> {
     let Authorization { lookup, rule, resource, now } = request;
     let with_identity = lookup.identity.is_some();
     let (mut trial, merged) = match (found.current(KeyKind::Device), found.current(KeyKind::Identity)) {
@@ -169,12 +169,10 @@ pub fn plan(found: &Found, request: Authorization<'_>) -> Plan {
         }
         (Verdict::Permit(_), Some(kept)) => (Ok(()), PlannedTrial::Keep(kept)),
         (Verdict::Deny(reason), Some(kept)) => (Err(reason), PlannedTrial::Keep(kept)),
-        // `decide` starts a trial whenever none counts, so neither arm is reachable;
-        // answering a start keeps the plan total without a panic.
+        // `decide` starts a trial whenever none counts: anything else is a bug,
+        // answered as a failure, never as a permit with nothing recorded.
         (Verdict::Permit(_) | Verdict::Deny(_), None) => {
-            let started =
-                NewTrial { started_at: now, expires_at: now.saturating_add(rule.ttl), used_resources: vec![] };
-            (Ok(()), PlannedTrial::Start(started))
+            return Err(StoreError::Internal("a decision without a trial that does not start one".into()));
         }
     };
     let kept_id = match &planned {
@@ -191,7 +189,7 @@ pub fn plan(found: &Found, request: Authorization<'_>) -> Plan {
         .collect();
     delete_if_unbound.sort_unstable();
     delete_if_unbound.dedup();
-    Plan { decision, trial: planned, merge: merged, resources_changed, bind, delete_if_unbound }
+    Ok(Plan { decision, trial: planned, merge: merged, resources_changed, bind, delete_if_unbound })
 }
 
 impl Plan {
@@ -238,8 +236,8 @@ pub enum ResetPlan {
     /// other key, which re-attached the key to the old trial.)
     EndTrial(TrialId),
     /// The key's binding counts no more (an "all" reset superseded it): the
-    /// binding goes, and its trial once no binding points to it; the other
-    /// keys of that trial, if any, were superseded too.
+    /// key finds no trial, so none ends; the binding goes, and its trial once
+    /// no binding points to it.
     DropStale(TrialId),
 }
 
@@ -268,7 +266,7 @@ mod tests {
         let device = DeviceId::parse("living-room").expect("a valid device id");
         let identity = IdentityHash::from_value("viewer@example.com").expect("a valid identity");
         let lookup = TrialLookup::new(&scope, &device, with_identity.then_some(&identity), rule, now);
-        plan(found, Authorization::new(lookup, rule, resource, now))
+        plan(found, Authorization::new(lookup, rule, resource, now)).expect("a plan")
     }
 
     const NOW: Timestamp = Timestamp::from_millis(1_000_000);
