@@ -158,7 +158,7 @@ impl<'a> Writes<'a> {
     }
 
     /// The answer once committed; `started` is the id of the trial it started, if any.
-    pub(crate) fn outcome(&self, started: Option<TrialId>) -> Result<AuthorizeOutcome, StoreError> {
+    pub(crate) fn outcome(self, started: Option<TrialId>) -> Result<AuthorizeOutcome, StoreError> {
         self.plan.outcome(started)
     }
 

@@ -5,7 +5,7 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use temppass_store::{BoundKeys, StoreError};
+use temppass_store::{BoundKeys, KeyKind, StoreError};
 use tokio_postgres::Row;
 
 use crate::connection::{self, Conn};
@@ -50,7 +50,10 @@ async fn load_chunk(
             Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))
         };
         let binding = decode(row).map_err(to_store_error)?;
-        bound.insert(&binding.0, &binding.1, i64::from(binding.2), &binding.3);
+        // A kind the schema does not have is left out: the filter is a hint (see `BoundKeys`).
+        if let Some(kind) = KeyKind::from_code(i64::from(binding.2)) {
+            bound.insert(&binding.0, &binding.1, kind, &binding.3);
+        }
         last = Some(binding);
     }
     Ok((rows.len(), last.filter(|_| rows.len() as i64 == chunk)))

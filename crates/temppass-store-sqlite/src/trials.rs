@@ -101,10 +101,9 @@ pub(crate) fn find(conn: &Connection, lookup: TrialLookup<'_>) -> rusqlite::Resu
     };
     let mut found = Found::default();
     while let Some(row) = rows.next()? {
-        let (kind, bound) = bound_from(row)?;
-        if let Some(kind) = KeyKind::from_code(kind) {
-            found.set(kind, bound);
-        }
+        let (code, bound) = bound_from(row)?;
+        let kind = KeyKind::from_code(code).ok_or(rusqlite::Error::IntegralValueOutOfRange(0, code))?;
+        found.set(kind, bound);
     }
     Ok(found)
 }
@@ -270,7 +269,10 @@ pub(crate) fn load_bound_keys(
         while let Some(row) = rows.next()? {
             let (sp, mvpd, kind, key) =
                 (row.get_ref(0)?.as_str()?, row.get_ref(1)?.as_str()?, row.get(2)?, row.get_ref(3)?.as_str()?);
-            bound.insert(sp, mvpd, kind, key);
+            // A kind the schema does not have is left out: the filter is a hint (see `BoundKeys`).
+            if let Some(kind) = KeyKind::from_code(kind) {
+                bound.insert(sp, mvpd, kind, key);
+            }
             in_chunk += 1;
             if in_chunk == CHUNK {
                 last = (sp.to_owned(), mvpd.to_owned(), kind, key.to_owned());

@@ -25,12 +25,7 @@
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::TrialLookup;
-
-/// The code of a device key, as in both stores' `bindings.key_kind`.
-pub const DEVICE_KEY: i64 = crate::KeyKind::Device.code() as i64;
-/// The code of an identity key, as in both stores' `bindings.key_kind`.
-pub const IDENTITY_KEY: i64 = crate::KeyKind::Identity.code() as i64;
+use crate::{KeyKind, TrialLookup};
 
 /// Bits planned per key: with [`BITS_PER_KEY_SET`] bits per key in 512-bit
 /// blocks this gives about 1% false positives at the planned number of keys.
@@ -85,7 +80,7 @@ impl BoundKeys {
         self.complete.load(Ordering::Acquire)
     }
 
-    pub fn insert(&self, service_provider: &str, mvpd: &str, kind: i64, key: &str) {
+    pub fn insert(&self, service_provider: &str, mvpd: &str, kind: KeyKind, key: &str) {
         let (block, bits) = self.locate(service_provider, mvpd, kind, key);
         for (word, mask) in block.0.iter().zip(bits) {
             if mask != 0 {
@@ -95,7 +90,7 @@ impl BoundKeys {
     }
 
     /// False only when the key was certainly never inserted.
-    pub fn may_contain(&self, service_provider: &str, mvpd: &str, kind: i64, key: &str) -> bool {
+    pub fn may_contain(&self, service_provider: &str, mvpd: &str, kind: KeyKind, key: &str) -> bool {
         if !self.is_complete() {
             return true;
         }
@@ -106,9 +101,9 @@ impl BoundKeys {
     /// Inserts every key of the lookup: call it before a write may bind them.
     pub fn insert_lookup(&self, lookup: TrialLookup<'_>) {
         let (sp, mvpd) = (lookup.scope.service_provider.as_str(), lookup.scope.mvpd.as_str());
-        self.insert(sp, mvpd, DEVICE_KEY, lookup.device.as_str());
+        self.insert(sp, mvpd, KeyKind::Device, lookup.device.as_str());
         if let Some(identity) = lookup.identity {
-            self.insert(sp, mvpd, IDENTITY_KEY, identity.as_str());
+            self.insert(sp, mvpd, KeyKind::Identity, identity.as_str());
         }
     }
 
@@ -116,8 +111,8 @@ impl BoundKeys {
     /// read can find every key bound to one trial, and only a write can answer.
     pub fn may_all_be_bound(&self, lookup: TrialLookup<'_>) -> bool {
         let (sp, mvpd) = (lookup.scope.service_provider.as_str(), lookup.scope.mvpd.as_str());
-        self.may_contain(sp, mvpd, DEVICE_KEY, lookup.device.as_str())
-            && lookup.identity.is_none_or(|identity| self.may_contain(sp, mvpd, IDENTITY_KEY, identity.as_str()))
+        self.may_contain(sp, mvpd, KeyKind::Device, lookup.device.as_str())
+            && lookup.identity.is_none_or(|identity| self.may_contain(sp, mvpd, KeyKind::Identity, identity.as_str()))
     }
 
     /// False when every key of the lookup was certainly never bound: then
@@ -125,18 +120,18 @@ impl BoundKeys {
     /// meanwhile (which a write finds out).
     pub fn may_any_be_bound(&self, lookup: TrialLookup<'_>) -> bool {
         let (sp, mvpd) = (lookup.scope.service_provider.as_str(), lookup.scope.mvpd.as_str());
-        self.may_contain(sp, mvpd, DEVICE_KEY, lookup.device.as_str())
-            || lookup.identity.is_some_and(|identity| self.may_contain(sp, mvpd, IDENTITY_KEY, identity.as_str()))
+        self.may_contain(sp, mvpd, KeyKind::Device, lookup.device.as_str())
+            || lookup.identity.is_some_and(|identity| self.may_contain(sp, mvpd, KeyKind::Identity, identity.as_str()))
     }
 
     /// The key's block and, per word of it, the bits it sets.
-    fn locate(&self, service_provider: &str, mvpd: &str, kind: i64, key: &str) -> (&Block, [u64; 8]) {
+    fn locate(&self, service_provider: &str, mvpd: &str, kind: KeyKind, key: &str) -> (&Block, [u64; 8]) {
         let mut hasher = self.hasher.build_hasher();
         hasher.write(service_provider.as_bytes());
         hasher.write_u8(0xff);
         hasher.write(mvpd.as_bytes());
         hasher.write_u8(0xff);
-        hasher.write_i64(kind);
+        hasher.write_i64(i64::from(kind.code()));
         hasher.write(key.as_bytes());
         let hash = hasher.finish();
         // The high half picks the block (multiply-shift, no power of two
@@ -167,7 +162,7 @@ mod tests {
     fn full(keys: usize) -> BoundKeys {
         let filter = BoundKeys::with_capacity(keys);
         for n in 0..keys {
-            filter.insert("REF30", "TempPass", DEVICE_KEY, &format!("device-{n}"));
+            filter.insert("REF30", "TempPass", KeyKind::Device, &format!("device-{n}"));
         }
         filter.mark_complete();
         filter
@@ -176,37 +171,38 @@ mod tests {
     #[test]
     fn every_inserted_key_may_be_bound() {
         let filter = full(200_000);
-        assert!((0..200_000).all(|n| filter.may_contain("REF30", "TempPass", DEVICE_KEY, &format!("device-{n}"))));
+        assert!((0..200_000).all(|n| filter.may_contain("REF30", "TempPass", KeyKind::Device, &format!("device-{n}"))));
     }
 
     #[test]
     fn about_one_key_in_a_hundred_never_inserted_may_be_bound_when_the_filter_is_at_its_planned_size() {
         let filter = full(200_000);
-        let false_positives =
-            (0..100_000).filter(|n| filter.may_contain("REF30", "TempPass", DEVICE_KEY, &format!("other-{n}"))).count();
+        let false_positives = (0..100_000)
+            .filter(|n| filter.may_contain("REF30", "TempPass", KeyKind::Device, &format!("other-{n}")))
+            .count();
         assert!(false_positives < 2_500, "{false_positives} false positives in 100,000");
     }
 
     #[test]
     fn the_same_key_under_another_kind_scope_or_mvpd_is_another_key() {
         let filter = full(1);
-        assert!(filter.may_contain("REF30", "TempPass", DEVICE_KEY, "device-0"));
-        assert!(!filter.may_contain("REF30", "TempPass", IDENTITY_KEY, "device-0"));
-        assert!(!filter.may_contain("REF31", "TempPass", DEVICE_KEY, "device-0"));
-        assert!(!filter.may_contain("REF30", "TempPass2", DEVICE_KEY, "device-0"));
+        assert!(filter.may_contain("REF30", "TempPass", KeyKind::Device, "device-0"));
+        assert!(!filter.may_contain("REF30", "TempPass", KeyKind::Identity, "device-0"));
+        assert!(!filter.may_contain("REF31", "TempPass", KeyKind::Device, "device-0"));
+        assert!(!filter.may_contain("REF30", "TempPass2", KeyKind::Device, "device-0"));
         // The separator keeps ("ab", "c") and ("a", "bc") apart.
         let filter = BoundKeys::with_capacity(1);
-        filter.insert("ab", "c", DEVICE_KEY, "k");
+        filter.insert("ab", "c", KeyKind::Device, "k");
         filter.mark_complete();
-        assert!(!filter.may_contain("a", "bc", DEVICE_KEY, "k"));
+        assert!(!filter.may_contain("a", "bc", KeyKind::Device, "k"));
     }
 
     #[test]
     fn until_marked_complete_every_key_may_be_bound() {
         let filter = BoundKeys::with_capacity(10);
-        assert!(filter.may_contain("REF30", "TempPass", DEVICE_KEY, "never-inserted"));
+        assert!(filter.may_contain("REF30", "TempPass", KeyKind::Device, "never-inserted"));
         filter.mark_complete();
-        assert!(!filter.may_contain("REF30", "TempPass", DEVICE_KEY, "never-inserted"));
+        assert!(!filter.may_contain("REF30", "TempPass", KeyKind::Device, "never-inserted"));
     }
 
     #[test]
@@ -217,14 +213,19 @@ mod tests {
                 let filter = &filter;
                 scope.spawn(move || {
                     for n in 0..10_000 {
-                        filter.insert("REF30", "TempPass", DEVICE_KEY, &format!("{thread}-{n}"));
+                        filter.insert("REF30", "TempPass", KeyKind::Device, &format!("{thread}-{n}"));
                     }
                 });
             }
         });
         filter.mark_complete();
         for thread in 0..8 {
-            assert!((0..10_000).all(|n| filter.may_contain("REF30", "TempPass", DEVICE_KEY, &format!("{thread}-{n}"))));
+            assert!((0..10_000).all(|n| filter.may_contain(
+                "REF30",
+                "TempPass",
+                KeyKind::Device,
+                &format!("{thread}-{n}")
+            )));
         }
     }
 
@@ -239,7 +240,7 @@ mod tests {
         let new = new.expect("a valid device id");
         let identity = IdentityHash::from_value("fan@example.com").expect("a valid identity");
         let filter = BoundKeys::with_capacity(10);
-        filter.insert("REF30", "flexibleTempPass", DEVICE_KEY, "known");
+        filter.insert("REF30", "flexibleTempPass", KeyKind::Device, "known");
         filter.mark_complete();
         let lookup =
             |device, identity| TrialLookup { scope: &scope, device, identity, valid_since: Timestamp::from_millis(0) };

@@ -70,6 +70,7 @@ macro_rules! conformance_tests {
             a_known_identity_on_its_own_device_continues_the_one_trial,
             a_device_and_an_identity_of_different_trials_merge_into_the_older_trial,
             concurrent_requests_from_new_devices_with_a_known_identity_never_split_the_trial,
+            a_reset_racing_new_devices_of_its_trial_ends_it_and_leaves_no_key_on_it,
             a_trial_started_before_the_scheduled_reset_is_absent_and_replaced,
             resetting_one_device_starts_it_afresh_and_touches_nothing_else,
             resetting_all_devices_starts_every_device_of_the_scope_afresh_and_touches_no_other_scope,
@@ -744,6 +745,46 @@ pub async fn concurrent_requests_from_new_devices_with_a_known_identity_never_sp
         .collect();
     assert_eq!(ids.len(), 1, "concurrent first authorizations of one device and identity split: {ids:?}");
     assert!(!ids.contains(&trial.id), "a new identity on a new device joined another trial");
+}
+
+pub async fn a_reset_racing_new_devices_of_its_trial_ends_it_and_leaves_no_key_on_it(store: Arc<dyn Store>) {
+    const TASKS: usize = 24;
+    let [scope, _, _] = three_scopes();
+    let rule = promotional_rule(3, "24h");
+    let viewer = "viewer@example.com";
+    let old = permit(&*store, &Keys::promotional(&scope, "tv", viewer), &rule, "res-1", T0_MS).await;
+    // New devices of the viewer join the trial while a support agent resets the viewer's identity.
+    let outcomes = concurrently(TASKS, |k| {
+        let (store, rule) = (Arc::clone(&store), rule.clone());
+        let keys = Keys::promotional(&scope, &format!("device-{k}"), viewer);
+        let scope = scope.clone();
+        async move {
+            if k == 0 {
+                store.reset_identities(&scope, Some(&identity(viewer))).await.expect("the racing reset succeeds");
+                None
+            } else {
+                Some(authorize(&*store, &keys, &rule, "res-1", T0_MS + SECOND_MS).await)
+            }
+        }
+    })
+    .await;
+    for outcome in outcomes.iter().flatten() {
+        assert_eq!(outcome.decision, Ok(()), "a device joining during a reset was denied: {outcome:?}");
+    }
+
+    assert_eq!(find(&*store, &Keys::device(&scope, "tv")).await, None, "a racing join kept the reset trial alive");
+    let by_identity = find(&*store, &Keys::promotional(&scope, "fresh-device", viewer)).await;
+    assert!(by_identity.as_ref().is_none_or(|t| t.id != old.id), "the identity still finds the reset trial");
+    for k in 1..TASKS {
+        let by_device = find(&*store, &Keys::device(&scope, &format!("device-{k}"))).await;
+        if let Some(trial) = &by_device {
+            assert_ne!(trial.id, old.id, "device-{k} is bound to the reset trial");
+            assert_eq!(Some(trial), by_identity.as_ref(), "device-{k} is on a trial its identity does not find");
+        }
+    }
+    let again =
+        permit(&*store, &Keys::promotional(&scope, "device-1", viewer), &rule, "res-1", T0_MS + MINUTE_MS).await;
+    assert_ne!(again.id, old.id, "an authorization after the race continued the reset trial");
 }
 
 pub async fn a_trial_started_before_the_scheduled_reset_is_absent_and_replaced(store: Arc<dyn Store>) {

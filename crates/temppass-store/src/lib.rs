@@ -17,7 +17,7 @@ pub mod conformance;
 use async_trait::async_trait;
 use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
 
-pub use bound_keys::{BoundKeys, DEVICE_KEY, IDENTITY_KEY};
+pub use bound_keys::BoundKeys;
 pub use plan::{Bound, Found, KeyKind, Merge, NewTrial, Plan, PlannedTrial, ResetPlan, ResetTarget, plan, plan_reset};
 pub use records::{
     AccessGrant, AccessToken, ApiKey, Application, CLIENT_IDLE_MS, Client, ReclaimReport, Session, StoredSigningKey,

@@ -205,10 +205,10 @@ impl Plan {
 
     /// The answer once the plan is written; `started` is the id the store
     /// gave the trial it started, if the plan started one.
-    pub fn outcome(&self, started: Option<TrialId>) -> Result<AuthorizeOutcome, StoreError> {
-        let trial = match (&self.trial, started) {
-            (PlannedTrial::Keep(kept), _) => kept.clone(),
-            (PlannedTrial::Start(new), Some(id)) => new.clone().with_id(id),
+    pub fn outcome(self, started: Option<TrialId>) -> Result<AuthorizeOutcome, StoreError> {
+        let trial = match (self.trial, started) {
+            (PlannedTrial::Keep(kept), _) => kept,
+            (PlannedTrial::Start(new), Some(id)) => new.with_id(id),
             (PlannedTrial::Start(_), None) => {
                 return Err(StoreError::Internal("a trial was started without an id".into()));
             }
