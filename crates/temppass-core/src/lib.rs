@@ -5,6 +5,7 @@
 //! Storage backends call these functions inside their atomic section; the
 //! HTTP layer calls them to build profiles and preauthorization answers.
 
+mod day;
 mod identity;
 mod ids;
 mod reset;
@@ -12,6 +13,7 @@ mod rule;
 mod time;
 mod trial;
 
+pub use day::{Day, DayError};
 pub use identity::{IdentityError, IdentityHash};
 pub use ids::{DeviceId, IdError, MvpdId, ResourceId, ServiceProviderId};
 pub use reset::{DailyReset, ResetError};

@@ -40,6 +40,11 @@ impl DailyReset {
         Ok(Self { at, time_zone })
     }
 
+    /// The day `now` falls on in the reset's time zone.
+    pub fn day_of(&self, now: Timestamp) -> crate::Day {
+        crate::Day::of(now, &self.time_zone)
+    }
+
     /// The most recent scheduled instant at or before `now`.
     ///
     /// On a day where the local time does not exist (spring forward) the

@@ -1,6 +1,6 @@
 //! A rule: the TempPass configuration of one TempPass MVPD (SPEC.md §1).
 
-use crate::{DailyReset, DurationMs, MvpdId, ServiceProviderId, Timestamp};
+use crate::{DailyReset, Day, DurationMs, MvpdId, ServiceProviderId, Timestamp};
 
 /// Which trials a rule governs: one `(service provider, mvpd)` pair.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -32,6 +32,15 @@ impl Rule {
         match &self.reset {
             Some(reset) => reset.most_recent_instant(now),
             None => Timestamp::from_millis(i64::MIN),
+        }
+    }
+
+    /// The day `now` falls on for this rule's figures: in the time zone of its
+    /// daily reset, or in UTC when it has none.
+    pub fn day_of(&self, now: Timestamp) -> Day {
+        match &self.reset {
+            Some(reset) => reset.day_of(now),
+            None => Day::of(now, &jiff::tz::TimeZone::UTC),
         }
     }
 

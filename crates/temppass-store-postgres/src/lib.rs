@@ -104,6 +104,7 @@ mod batch_tx;
 mod batch_writes;
 mod bound_keys;
 mod connection;
+mod figures;
 mod locks;
 mod lookup;
 mod migrate;
@@ -125,8 +126,9 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use temppass_core::{DeviceId, IdentityHash, RuleScope, Timestamp, Trial};
 use temppass_store::{
-    AccessGrant, AccessToken, ApiKey, Application, Authorization, AuthorizeOutcome, BoundKeys, Client, KeyKind,
-    ReclaimReport, Session, Store, StoreError, StoredSigningKey, TrialLookup, plan,
+    AccessGrant, AccessToken, ApiKey, Application, Authorization, AuthorizeOutcome, BoundKeys, Client, DailyFigures,
+    FigureDelta, FiguresQuery, KeyKind, ReclaimReport, Session, Store, StoreError, StoreLoad, StoredSigningKey,
+    TrialLookup, plan,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
@@ -172,6 +174,7 @@ pub struct PostgresStore {
     writes: mpsc::UnboundedSender<writer::WriteRequest>,
     /// Writes sent and not yet taken by a writer task: at most `max_queued_writes`.
     queued: Arc<AtomicUsize>,
+    batches: Arc<writer::BatchCounts>,
     max_queued_writes: usize,
     /// The trial lookups that need no transaction.
     shared: SharedReads,
@@ -328,11 +331,12 @@ impl PostgresStore {
         // Room to grow by half before a restart plans a larger filter.
         let bound = Arc::new(BoundKeys::with_capacity(bindings + bindings / 2 + 1_000_000));
         tokio::spawn(bound_keys::load_in_background(pool.clone(), target.clone(), Arc::downgrade(&bound)));
-        let (writes, queued) = writer::spawn(lanes, &pool, &target, options.operation_timeout);
+        let (writes, queued, batches) = writer::spawn(lanes, &pool, &target, options.operation_timeout);
         Ok(Self {
             pool,
             writes,
             queued,
+            batches,
             max_queued_writes: options.max_queued_writes,
             shared,
             operation_timeout: options.operation_timeout,
@@ -526,6 +530,25 @@ impl Store for PostgresStore {
 
     async fn add_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError> {
         self.within_deadline(async { records::insert_signing_key(&mut self.conn().await?, key).await }).await
+    }
+
+    async fn add_figures(&self, deltas: &[FigureDelta]) -> Result<(), StoreError> {
+        self.within_deadline(async { figures::add(&mut self.conn().await?, deltas).await }).await
+    }
+
+    async fn figures(&self, query: &FiguresQuery) -> Result<Vec<DailyFigures>, StoreError> {
+        self.within_deadline(async { figures::read(&mut self.conn().await?, query).await }).await
+    }
+
+    fn load(&self) -> StoreLoad {
+        let status = self.pool.status();
+        StoreLoad {
+            queued_writes: self.queued.load(Ordering::Relaxed) as u64,
+            batches: self.batches.batches.load(Ordering::Relaxed),
+            batched_writes: self.batches.writes.load(Ordering::Relaxed),
+            pool_connections: status.size as u64,
+            pool_in_use: status.size.saturating_sub(status.available) as u64,
+        }
     }
 
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {

@@ -10,7 +10,8 @@ use temppass_store::StoreError;
 use crate::connection::Conn;
 
 /// In order; the position (1-based) is the schema version. Never edit a shipped entry.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/0001_initial.sql"), include_str!("migrations/0002_daily_figures.sql")];
 
 /// The advisory lock that serialises migrations (the bytes of "tpmigrat").
 const MIGRATION_LOCK: i64 = 0x7470_6d69_6772_6174;

@@ -3,7 +3,7 @@
 //! batches, so that many first uses share one commit (group commit).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -47,21 +47,31 @@ struct Writer {
     first_uses: Arc<FirstUseBackoff>,
     /// The store's count of queued writes, which a writer lowers as it takes them.
     queued: Arc<AtomicUsize>,
+    batches: Arc<BatchCounts>,
+}
+
+/// Batches the writers took since start-up, and the writes in them (for the metrics).
+#[derive(Debug, Default)]
+pub(crate) struct BatchCounts {
+    pub(crate) batches: AtomicU64,
+    pub(crate) writes: AtomicU64,
 }
 
 /// Starts `count` writers on `pool`, each bounding a batch by `deadline`;
-/// answers the queue's sender and the count of writes queued on it.
+/// answers the queue's sender, the count of writes queued on it and the
+/// writers' count of batches.
 pub(crate) fn spawn(
     count: usize,
     pool: &Pool,
     target: &str,
     deadline: Duration,
-) -> (mpsc::UnboundedSender<WriteRequest>, Arc<AtomicUsize>) {
+) -> (mpsc::UnboundedSender<WriteRequest>, Arc<AtomicUsize>, Arc<BatchCounts>) {
     let (writes, queue) = mpsc::unbounded_channel();
     let queue = Arc::new(tokio::sync::Mutex::new(queue));
     let running = Arc::new(watch::Sender::new(0));
     let first_uses = Arc::new(FirstUseBackoff::default());
     let queued = Arc::new(AtomicUsize::new(0));
+    let batches = Arc::new(BatchCounts::default());
     for _ in 0..count {
         let writer = Writer {
             pool: pool.clone(),
@@ -70,10 +80,11 @@ pub(crate) fn spawn(
             running: Arc::clone(&running),
             first_uses: Arc::clone(&first_uses),
             queued: Arc::clone(&queued),
+            batches: Arc::clone(&batches),
         };
         tokio::spawn(writer.write_in_batches(Arc::clone(&queue)));
     }
-    (writes, queued)
+    (writes, queued, batches)
 }
 
 /// Counts a batch as young until it is dropped.
@@ -111,6 +122,8 @@ impl Writer {
                 }
             }
             self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+            self.batches.batches.fetch_add(1, Ordering::Relaxed);
+            self.batches.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
             // Counted before the next writer may look at the queue.
             let mut young = Some(Running::start(&self.running));
             drop(waiting);

@@ -53,6 +53,7 @@
 //! becomes a `StoreError` here.
 
 mod background;
+mod figures;
 mod migrate;
 mod records;
 mod trials;
@@ -67,8 +68,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use temppass_core::{DeviceId, IdentityHash, RuleScope, Timestamp, Trial};
 use temppass_store::{
-    AccessGrant, AccessToken, ApiKey, Application, Authorization, AuthorizeOutcome, BoundKeys, Client, KeyKind,
-    OwnedAuthorization, ReclaimReport, Session, Store, StoreError, StoredSigningKey, TrialLookup, plan,
+    AccessGrant, AccessToken, ApiKey, Application, Authorization, AuthorizeOutcome, BoundKeys, Client, DailyFigures,
+    FigureDelta, FiguresQuery, KeyKind, OwnedAuthorization, ReclaimReport, Session, Store, StoreError, StoreLoad,
+    StoredSigningKey, TrialLookup, plan,
 };
 
 /// The writer checkpoints the WAL itself only past this many pages (16 MiB):
@@ -337,6 +339,20 @@ impl Store for SqliteStore {
             Ok(ReclaimReport { bindings, trials, sessions, access_tokens, clients, pass_complete })
         })
         .await
+    }
+
+    async fn add_figures(&self, deltas: &[FigureDelta]) -> Result<(), StoreError> {
+        let deltas = deltas.to_vec();
+        self.write(move |tx| figures::add(tx, &deltas)).await
+    }
+
+    async fn figures(&self, query: &FiguresQuery) -> Result<Vec<DailyFigures>, StoreError> {
+        self.read(|conn| figures::read(conn, query))
+    }
+
+    fn load(&self) -> StoreLoad {
+        let (queued_writes, batches, batched_writes) = self.writer.counts();
+        StoreLoad { queued_writes, batches, batched_writes, pool_connections: 0, pool_in_use: 0 }
     }
 
     async fn ensure_signing_key(&self, candidate: &StoredSigningKey) -> Result<Vec<StoredSigningKey>, StoreError> {

@@ -6,7 +6,8 @@ use temppass_store::StoreError;
 use crate::to_store_error;
 
 /// In order; the position (1-based) is the schema version. Never edit a shipped entry.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/0001_initial.sql"), include_str!("migrations/0002_daily_figures.sql")];
 
 pub(crate) fn run(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive).map_err(to_store_error)?;

@@ -25,7 +25,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -125,7 +125,15 @@ pub(crate) struct Writer {
     /// so an overload is refused at once instead of growing without bound.
     queued: Arc<AtomicUsize>,
     max_queued: usize,
+    batches: Arc<BatchCounts>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Batches the writer ran since start-up, and the writes in them (for the metrics).
+#[derive(Debug, Default)]
+pub(crate) struct BatchCounts {
+    pub(crate) batches: AtomicU64,
+    pub(crate) writes: AtomicU64,
 }
 
 impl Writer {
@@ -133,11 +141,22 @@ impl Writer {
         let (jobs, queue) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let taken = Arc::clone(&queued);
+        let batches = Arc::new(BatchCounts::default());
+        let counted = Arc::clone(&batches);
         let thread = std::thread::Builder::new()
             .name("temppass-sqlite-writer".into())
-            .spawn(move || run(&conn, &queue, &taken))
+            .spawn(move || run(&conn, &queue, &taken, &counted))
             .map_err(|e| StoreError::Internal(format!("cannot start the SQLite writer thread: {e}")))?;
-        Ok(Self { jobs: Some(jobs), queued, max_queued, thread: Some(thread) })
+        Ok(Self { jobs: Some(jobs), queued, max_queued, batches, thread: Some(thread) })
+    }
+
+    /// Writes queued now, batches run and the writes in them since start-up.
+    pub(crate) fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.queued.load(Ordering::Relaxed) as u64,
+            self.batches.batches.load(Ordering::Relaxed),
+            self.batches.writes.load(Ordering::Relaxed),
+        )
     }
 
     /// Queues `work` at once (calls are queued in the order they are made)
@@ -186,11 +205,13 @@ impl Drop for Writer {
     }
 }
 
-fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, queued: &AtomicUsize) {
+fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, queued: &AtomicUsize, counts: &BatchCounts) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         batch.extend(queue.try_iter().take(MAX_BATCH - 1));
         queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        counts.batches.fetch_add(1, Ordering::Relaxed);
+        counts.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
         // A rollback that failed earlier may have left a transaction open.
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");

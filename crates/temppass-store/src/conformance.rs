@@ -27,14 +27,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use temppass_core::{
-    DailyReset, DenyReason, DeviceId, DurationMs, IdentityHash, MvpdId, ResourceId, Rule, RuleKind, RuleScope,
+    DailyReset, Day, DenyReason, DeviceId, DurationMs, IdentityHash, MvpdId, ResourceId, Rule, RuleKind, RuleScope,
     ServiceProviderId, Timestamp, Trial, TrialId,
 };
 use tokio::sync::Barrier;
 
 use crate::{
     AccessGrant, AccessToken, ApiKey, Application, Authorization, AuthorizeOutcome, BoundKeys, CLIENT_IDLE_MS, Client,
-    ReclaimReport, Session, Store, StoreError, StoredSigningKey, TrialLookup,
+    DailyFigures, FigureCounts, FigureDelta, FiguresQuery, ReclaimReport, Session, Store, StoreError, StoreLoad,
+    StoredSigningKey, TrialLookup,
 };
 
 /// Expands to one `#[tokio::test]` per conformance case, each calling
@@ -90,6 +91,9 @@ macro_rules! conformance_tests {
             reclaiming_removes_expired_sessions_and_access_tokens_only,
             reclaiming_removes_clients_idle_for_thirty_days_that_hold_no_token,
             text_with_a_nul_is_refused_and_looked_up_as_absent_by_every_backend_alike,
+            an_outcome_says_whether_it_started_the_trial_and_whether_it_used_a_new_resource,
+            daily_figures_add_up_across_flushes_and_are_read_from_a_day_and_by_service_provider,
+            a_trials_end_is_counted_once_however_many_flushes_report_it_at_once,
         );
     };
 }
@@ -215,6 +219,18 @@ impl<G: Send + Sync + 'static> Store for StoreWithGuard<G> {
 
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
         self.store.signing_keys().await
+    }
+
+    async fn add_figures(&self, deltas: &[FigureDelta]) -> Result<(), StoreError> {
+        self.store.add_figures(deltas).await
+    }
+
+    async fn figures(&self, query: &FiguresQuery) -> Result<Vec<DailyFigures>, StoreError> {
+        self.store.figures(query).await
+    }
+
+    fn load(&self) -> StoreLoad {
+        self.store.load()
     }
 }
 
@@ -1526,4 +1542,132 @@ pub async fn reclaiming_removes_clients_idle_for_thirty_days_that_hold_no_token(
     assert!(store.find_client("old-idle").await.ok().flatten().is_none(), "an idle old client is still there");
     assert!(store.find_client("old-busy").await.ok().flatten().is_some(), "a client with a live token was removed");
     assert!(store.find_client("recent-idle").await.ok().flatten().is_some(), "a recent client was removed");
+}
+
+// --- daily figures (docs/operating.md) --------------------------------------
+
+pub async fn an_outcome_says_whether_it_started_the_trial_and_whether_it_used_a_new_resource(store: Arc<dyn Store>) {
+    let store = &*store;
+    let [scope, promotional_scope, _] = three_scopes();
+    let flags = |outcome: AuthorizeOutcome| (outcome.decision.is_ok(), outcome.started, outcome.uses_new_resource);
+    let rule = basic_rule("10m");
+    let keys = Keys::device(&scope, "device-1");
+    assert_eq!(flags(authorize(store, &keys, &rule, "res-1", T0_MS).await), (true, true, false), "a basic first use");
+    assert_eq!(
+        flags(authorize(store, &keys, &rule, "res-2", T0_MS + 1).await),
+        (true, false, false),
+        "a basic continuation"
+    );
+    let late = T0_MS + 11 * MINUTE_MS;
+    assert_eq!(
+        flags(authorize(store, &keys, &rule, "res-1", late).await),
+        (false, false, false),
+        "a deny for duration"
+    );
+
+    let rule = promotional_rule(2, "24h");
+    let keys = Keys::promotional(&promotional_scope, "device-1", "viewer@example.com");
+    let steps = [("res-1", (true, true, true)), ("res-1", (true, false, false)), ("res-2", (true, false, true))];
+    for (step, (resource_id, expected)) in steps.into_iter().enumerate() {
+        let outcome = authorize(store, &keys, &rule, resource_id, T0_MS + step as i64).await;
+        assert_eq!(flags(outcome), expected, "promotional step {step} ({resource_id})");
+    }
+    let capped = authorize(store, &keys, &rule, "res-3", T0_MS + 5).await;
+    assert_eq!(flags(capped), (false, false, false), "a deny at the cap");
+}
+
+fn day(text: &str) -> Day {
+    Day::parse(text).expect("a day")
+}
+
+fn delta(scope: &RuleScope, on: &str, counts: FigureCounts, ended_trials: Vec<TrialId>) -> FigureDelta {
+    FigureDelta { scope: scope.clone(), day: day(on), counts, ended_trials }
+}
+
+async fn figures(store: &dyn Store, query: FiguresQuery) -> Vec<DailyFigures> {
+    store.figures(&query).await.unwrap_or_else(|e| panic!("figures({query:?}) failed: {e}"))
+}
+
+pub async fn daily_figures_add_up_across_flushes_and_are_read_from_a_day_and_by_service_provider(
+    store: Arc<dyn Store>,
+) {
+    let store = &*store;
+    let [a, b, c] = three_scopes();
+    let counts = |started, exhausted, used, resets| FigureCounts {
+        trials_started: started,
+        trials_ended: 99, // never taken as given: the store counts ended trials itself
+        trials_exhausted: exhausted,
+        resources_used: used,
+        resets,
+    };
+    assert_eq!(figures(store, FiguresQuery::default()).await, vec![], "a fresh store has figures");
+    let first =
+        [delta(&a, "2026-12-03", counts(5, 1, 7, 0), vec![]), delta(&a, "2026-12-04", counts(2, 0, 0, 1), vec![])];
+    store.add_figures(&first).await.expect("the first flush");
+    let second =
+        [delta(&a, "2026-12-04", counts(3, 2, 4, 0), vec![]), delta(&c, "2026-12-04", counts(1, 0, 0, 0), vec![])];
+    store.add_figures(&second).await.expect("the second flush");
+    store.add_figures(&[]).await.expect("an empty flush");
+
+    let row = |scope: &RuleScope, on: &str, counts: FigureCounts| DailyFigures {
+        service_provider: scope.service_provider.clone(),
+        mvpd: scope.mvpd.clone(),
+        day: day(on),
+        counts: FigureCounts { trials_ended: 0, ..counts },
+    };
+    let all = figures(store, FiguresQuery::default()).await;
+    let expected_a = [row(&a, "2026-12-03", counts(5, 1, 7, 0)), row(&a, "2026-12-04", counts(5, 2, 4, 1))];
+    let expected_c = row(&c, "2026-12-04", counts(1, 0, 0, 0));
+    let mut expected = expected_a.to_vec();
+    expected.push(expected_c.clone());
+    expected.sort_by(|x, y| {
+        (x.service_provider.as_str(), x.mvpd.as_str(), x.day).cmp(&(
+            y.service_provider.as_str(),
+            y.mvpd.as_str(),
+            y.day,
+        ))
+    });
+    assert_eq!(all, expected, "the figures of two flushes do not add up per rule and day");
+    assert!(
+        !all.iter().any(|r| r.mvpd == b.mvpd && r.service_provider == b.service_provider),
+        "a rule with no counts has a row"
+    );
+
+    let since = figures(store, FiguresQuery { since: Some(day("2026-12-04")), service_provider: None }).await;
+    assert!(since.iter().all(|r| r.day == day("2026-12-04")) && since.len() == 2, "since 4 December: {since:?}");
+    let of_c = figures(store, FiguresQuery { since: None, service_provider: Some(c.service_provider.clone()) }).await;
+    let of_c_expected: Vec<DailyFigures> =
+        expected.iter().filter(|r| r.service_provider == c.service_provider).cloned().collect();
+    assert_eq!(of_c, of_c_expected, "the figures of one service provider");
+}
+
+pub async fn a_trials_end_is_counted_once_however_many_flushes_report_it_at_once(store: Arc<dyn Store>) {
+    let [scope, ..] = three_scopes();
+    let rule = basic_rule("10m");
+    let mut trials = Vec::new();
+    for device in ["device-1", "device-2"] {
+        trials.push(permit(&*store, &Keys::device(&scope, device), &rule, "res-1", T0_MS).await.id);
+    }
+    let gone = TrialId(trials.iter().map(|t| t.0).max().unwrap_or(0) + 1_000);
+    // Eight servers saw both trials denied for duration, and one of them a trial that no longer exists.
+    let flushes = concurrently(8, |k| {
+        let store = Arc::clone(&store);
+        let mut ended = trials.clone();
+        if k == 0 {
+            ended.push(gone);
+        }
+        let delta = delta(&scope, "2026-12-04", FigureCounts::default(), ended);
+        async move { store.add_figures(&[delta]).await }
+    })
+    .await;
+    for result in flushes {
+        result.expect("a concurrent flush");
+    }
+    store
+        .add_figures(&[delta(&scope, "2026-12-05", FigureCounts::default(), trials.clone())])
+        .await
+        .expect("a later flush");
+    let rows = figures(&*store, FiguresQuery::default()).await;
+    let ended: Vec<(Day, u64)> = rows.iter().map(|r| (r.day, r.counts.trials_ended)).collect();
+    assert_eq!(ended, vec![(day("2026-12-04"), 2)], "each trial's end counts once, on the day first reported");
 }

@@ -8,6 +8,7 @@
 //! row locks in PostgreSQL).
 
 mod bound_keys;
+mod figures;
 mod plan;
 mod records;
 
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 use temppass_core::{DeviceId, IdentityHash, ResourceId, Rule, RuleScope, Timestamp, Trial};
 
 pub use bound_keys::BoundKeys;
+pub use figures::{DailyFigures, FigureCounts, FigureDelta, FiguresQuery, StoreLoad};
 pub use plan::{Bound, Found, KeyKind, Merge, NewTrial, Plan, PlannedTrial, ResetPlan, ResetTarget, plan, plan_reset};
 pub use records::{
     AccessGrant, AccessToken, ApiKey, Application, CLIENT_IDLE_MS, Client, ReclaimReport, Session, StoredSigningKey,
@@ -159,6 +161,10 @@ impl OwnedAuthorization {
 pub struct AuthorizeOutcome {
     pub decision: Result<(), temppass_core::DenyReason>,
     pub trial: Trial,
+    /// This authorization started the trial (a first use).
+    pub started: bool,
+    /// The resource took a slot of the trial it did not have (promotional rules).
+    pub uses_new_resource: bool,
 }
 
 /// Everything temppass keeps. Every method is one atomic operation.
@@ -227,6 +233,19 @@ pub trait Store: Send + Sync + 'static {
     /// of work in one short transaction and resumes where it stopped on the
     /// next call, so it never holds the store long; never on a request path.
     async fn reclaim(&self, now: Timestamp, budget: usize) -> Result<ReclaimReport, StoreError>;
+
+    // --- daily figures (docs/operating.md) ---
+
+    /// Adds one server's counts, each delta in one atomic write: the counts as given,
+    /// and to `trials_ended` the trials of `ended_trials` whose end no
+    /// earlier call counted (a trial that no longer exists counts nothing).
+    async fn add_figures(&self, deltas: &[FigureDelta]) -> Result<(), StoreError>;
+
+    /// The figures of `query`, by service provider, MVPD and day.
+    async fn figures(&self, query: &FiguresQuery) -> Result<Vec<DailyFigures>, StoreError>;
+
+    /// The backend's queues and pool now; never waits.
+    fn load(&self) -> StoreLoad;
 
     // --- signing keys (SPEC.md §8, §9) ---
 

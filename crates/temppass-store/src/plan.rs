@@ -135,6 +135,9 @@ pub struct Plan {
     pub merge: Option<Merge>,
     /// The kept trial's used resources changed (a merge or a new slot): write them.
     pub resources_changed: bool,
+    /// The authorized resource takes a slot it did not have (a promotional
+    /// trial's first resource or a new one): a figure, not a write of its own.
+    pub uses_new_resource: bool,
     /// The keys to bind to the trial with their current generation (an
     /// upsert): those that do not already find it. For [`PlannedTrial::Start`], every key.
     pub bind: Vec<KeyKind>,
@@ -158,13 +161,16 @@ pub fn plan(found: &Found, request: Authorization<'_>) -> Result<Plan, StoreErro
         (a, b) => (a.or(b).cloned(), None),
     };
     let mut resources_changed = merged.is_some();
+    let mut uses_new_resource = false;
     let (decision, planned) = match (decide(rule, trial.as_ref(), resource, now), trial.take()) {
         (Verdict::Permit(TrialUpdate::Start { started_at, expires_at, used_resources }), _) => {
+            uses_new_resource = !used_resources.is_empty();
             (Ok(()), PlannedTrial::Start(NewTrial { started_at, expires_at, used_resources }))
         }
         (Verdict::Permit(TrialUpdate::AddResource(resource)), Some(mut kept)) => {
             kept.used_resources.push(resource);
             resources_changed = true;
+            uses_new_resource = true;
             (Ok(()), PlannedTrial::Keep(kept))
         }
         (Verdict::Permit(_), Some(kept)) => (Ok(()), PlannedTrial::Keep(kept)),
@@ -189,7 +195,7 @@ pub fn plan(found: &Found, request: Authorization<'_>) -> Result<Plan, StoreErro
         .collect();
     delete_if_unbound.sort_unstable();
     delete_if_unbound.dedup();
-    Ok(Plan { decision, trial: planned, merge: merged, resources_changed, bind, delete_if_unbound })
+    Ok(Plan { decision, trial: planned, merge: merged, resources_changed, uses_new_resource, bind, delete_if_unbound })
 }
 
 impl Plan {
@@ -206,14 +212,14 @@ impl Plan {
     /// The answer once the plan is written; `started` is the id the store
     /// gave the trial it started, if the plan started one.
     pub fn outcome(self, started: Option<TrialId>) -> Result<AuthorizeOutcome, StoreError> {
-        let trial = match (self.trial, started) {
-            (PlannedTrial::Keep(kept), _) => kept,
-            (PlannedTrial::Start(new), Some(id)) => new.with_id(id),
+        let (trial, started) = match (self.trial, started) {
+            (PlannedTrial::Keep(kept), _) => (kept, false),
+            (PlannedTrial::Start(new), Some(id)) => (new.with_id(id), true),
             (PlannedTrial::Start(_), None) => {
                 return Err(StoreError::Internal("a trial was started without an id".into()));
             }
         };
-        Ok(AuthorizeOutcome { decision: self.decision, trial })
+        Ok(AuthorizeOutcome { decision: self.decision, trial, started, uses_new_resource: self.uses_new_resource })
     }
 }
 
