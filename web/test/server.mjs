@@ -52,6 +52,7 @@ export function testConfig({ demo = false, ttls = {}, mediaTokenTtl = "7m" } = {
   return `
 [server]
 listen = "127.0.0.1:0"
+management_listen = "127.0.0.1:0"
 
 [storage]
 url = "sqlite://temppass.db"

@@ -14,15 +14,17 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use temppass_core::{
-    DeviceId, IdentityHash, MvpdId, ProfileState, ResourceId, RuleKind, Timestamp, Trial, media_token_expiry,
-    profile_state, remaining_resources,
+    DenyReason, DeviceId, IdentityHash, MvpdId, ProfileState, ResourceId, Rule, RuleKind, RuleScope, Timestamp, Trial,
+    media_token_expiry, profile_state, remaining_resources,
 };
-use temppass_store::{Authorization, Session, StoreError, TrialLookup};
+use temppass_observe::DecisionKind;
+use temppass_store::{Authorization, AuthorizeOutcome, Session, StoreError, TrialLookup};
 use temppass_token::{MediaTokenClaims, issue_media_token};
 
 use crate::auth::api_call;
 use crate::error::{ApiError, ErrorBody, ErrorCode, json_bytes_response, json_response, unread_body};
 use crate::headers::{self, InvalidIdentity};
+use crate::observe::Decided;
 use crate::settings::{MvpdRef, ServiceProvider, TempPassMvpd};
 use crate::state::AppState;
 use crate::wire;
@@ -182,12 +184,6 @@ async fn temppass_profile(
 
 // --- decisions ---
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DecisionKind {
-    Authorize,
-    Preauthorize,
-}
-
 fn parse_resources(body: Result<Bytes, BytesRejection>, max_resources: usize) -> Result<Vec<ResourceId>, ApiError> {
     let body = body.map_err(|rejection| {
         unread_body(
@@ -313,17 +309,24 @@ async fn decisions(
     let device = headers::device_id(&headers)?;
     let resources = parse_resources(body, state.settings().limits.body_resources)?;
     let items = Items { sp: sp.id.as_str(), mvpd: mvpd_id.as_str() };
+    let scope = sp.scope(&mvpd_id);
+    let now = state.now();
+    let seen = Seen { state: &state, scope: &scope, kind, device: &device, now };
     let temppass = match mvpd {
         MvpdRef::Regular(_) => {
+            seen.denied_all(None, false, &resources, ErrorCode::AuthenticatedProfileMissing);
             return Ok(items.deny_all(&resources, ErrorBody::new(ErrorCode::AuthenticatedProfileMissing)));
         }
         MvpdRef::TempPass(temppass) => temppass,
     };
+    let rule = &temppass.rule;
     let limit = match kind {
         DecisionKind::Authorize => state.settings().limits.authorize_resources,
         DecisionKind::Preauthorize => state.settings().limits.preauthorize_resources,
     };
+    let identity_sent = headers.contains_key(headers::TEMPPASS_IDENTITY);
     if resources.len() > limit {
+        seen.denied_all(Some(rule), identity_sent, &resources, ErrorCode::TooManyResources);
         let error = ErrorBody::new(ErrorCode::TooManyResources)
             .with_details(format!("at most {limit} resources per request on a TempPass MVPD"));
         return Ok(items.deny_all(&resources, error));
@@ -331,22 +334,34 @@ async fn decisions(
     let identity = match request_identity(temppass, &headers, kind == DecisionKind::Preauthorize) {
         Ok(identity) => identity,
         Err(InvalidIdentity(details)) => {
+            seen.denied_all(Some(rule), identity_sent, &resources, ErrorCode::InvalidHeaderIdentityForTemporaryAccess);
             let error = ErrorBody::new(ErrorCode::InvalidHeaderIdentityForTemporaryAccess).with_details(details);
             return Ok(items.deny_all(&resources, error));
         }
     };
-    let scope = sp.scope(&mvpd_id);
-    let now = state.now();
-    let rule = &temppass.rule;
     let lookup = TrialLookup::new(&scope, &device, identity.as_ref(), rule, now);
-    // Logs carry the device only as a hash: the tracking id (SPEC.md §9).
-    tracing::debug!(tracking_id = %opaque_hash(&["tracking", device.as_str()]), mvpd = %mvpd_id, ?kind, "decision");
+    let decided =
+        |resource: &ResourceId, deny: Option<DenyReason>, outcome: Option<&AuthorizeOutcome>, trial: Option<&Trial>| {
+            seen.decided(Decided {
+                scope: &scope,
+                kind,
+                rule: Some(rule),
+                device: &device,
+                identity_present: identity.is_some(),
+                resource: resource.as_str(),
+                deny_code: deny.map(|reason| ErrorCode::from(reason).as_str()),
+                outcome,
+                trial_ref: trial.map(|trial| items.sid(trial)),
+                now,
+            })
+        };
     let decisions = match kind {
         DecisionKind::Authorize => {
             let mut decisions = Vec::with_capacity(resources.len());
             for resource in &resources {
                 let outcome =
                     state.store_call(state.store().authorize(Authorization::new(lookup, rule, resource, now))).await?;
+                decided(resource, outcome.decision.err(), Some(&outcome), Some(&outcome.trial));
                 decisions.push(match outcome.decision {
                     Ok(()) => {
                         let token = media_token(&state, &items, resource, &outcome.trial, now);
@@ -362,14 +377,50 @@ async fn decisions(
             temppass_core::preauthorize(rule, trial.as_ref(), &resources, now)
                 .into_iter()
                 .zip(&resources)
-                .map(|(answer, resource)| match answer {
-                    Ok(()) => items.preauthorized(resource),
-                    Err(reason) => items.deny(resource, ErrorBody::new(reason.into())),
+                .map(|(answer, resource)| {
+                    decided(resource, answer.err(), None, trial.as_ref());
+                    match answer {
+                        Ok(()) => items.preauthorized(resource),
+                        Err(reason) => items.deny(resource, ErrorBody::new(reason.into())),
+                    }
                 })
                 .collect()
         }
     };
     Ok(json_response(StatusCode::OK, &wire::Decisions { decisions }))
+}
+
+/// What a decision request tells the observer: who asked, on which rule.
+struct Seen<'a> {
+    state: &'a AppState,
+    scope: &'a RuleScope,
+    kind: DecisionKind,
+    device: &'a DeviceId,
+    now: Timestamp,
+}
+
+impl Seen<'_> {
+    fn decided(&self, decided: Decided<'_>) {
+        self.state.observer().decision(decided);
+    }
+
+    /// Every resource of the request denied with `code` before any trial was read.
+    fn denied_all(&self, rule: Option<&Rule>, identity_present: bool, resources: &[ResourceId], code: ErrorCode) {
+        for resource in resources {
+            self.decided(Decided {
+                scope: self.scope,
+                kind: self.kind,
+                rule,
+                device: self.device,
+                identity_present,
+                resource: resource.as_str(),
+                deny_code: Some(code.as_str()),
+                outcome: None,
+                trial_ref: None,
+                now: self.now,
+            });
+        }
+    }
 }
 
 /// Builds decision items for one service provider and MVPD.
@@ -379,6 +430,11 @@ struct Items<'a> {
 }
 
 impl<'a> Items<'a> {
+    /// A trial's `sid` in its media tokens, and its reference in tracking events.
+    fn sid(&self, trial: &Trial) -> String {
+        opaque_hash(&["trial", self.sp, self.mvpd, &trial.id.0.to_string()])
+    }
+
     fn item(&self, resource: &'a ResourceId, authorized: bool) -> wire::Decision<'a> {
         wire::Decision {
             resource: resource.as_str(),
@@ -438,7 +494,7 @@ fn media_token(
         sp: items.sp.to_owned(),
         mvpd: items.mvpd.to_owned(),
         resource: resource.as_str().to_owned(),
-        sid: opaque_hash(&["trial", items.sp, items.mvpd, &trial.id.0.to_string()]),
+        sid: items.sid(trial),
         iat: now.as_secs_floor(),
         exp: exp.as_secs_floor(),
         // From the thread's CSPRNG: `Uuid::new_v4` asks the kernel (a system call) every time.

@@ -123,6 +123,7 @@ pub(crate) async fn register(
         issued_at: now,
     };
     state.store_call(state.store().create_client(&client)).await.map_err(DcrError::Api)?;
+    state.observer().registration(&application.name, now);
     Ok(json_response(
         StatusCode::CREATED,
         &json!({
@@ -223,6 +224,7 @@ pub(crate) async fn token(
         expires_at: now.saturating_add(ttl),
     };
     state.store_call(state.store().create_access_token(&token)).await.map_err(DcrError::Api)?;
+    state.observer().access_token(&application.name, now);
     Ok(json_response(
         StatusCode::CREATED,
         &json!({

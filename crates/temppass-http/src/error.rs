@@ -297,10 +297,22 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The code of an error answer, as a response extension for the access log
+/// and the metrics (`access.rs`): the one place that knows codes says which
+/// are refused credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorTag {
+    pub code: &'static str,
+    /// Credentials were missing, unknown, expired, revoked or not allowed (401 and 403).
+    pub auth_failure: bool,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = json_response(status, &*self.0);
+        let auth_failure = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+        response.extensions_mut().insert(ErrorTag { code: self.0.code, auth_failure });
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -387,10 +399,21 @@ impl From<StoreError> for DcrError {
 impl IntoResponse for DcrError {
     fn into_response(self) -> Response {
         match self {
-            DcrError::OAuth(error, description) => json_response(
-                StatusCode::BAD_REQUEST,
-                &serde_json::json!({ "error": error.as_str(), "error_description": description }),
-            ),
+            DcrError::OAuth(error, description) => {
+                let mut response = json_response(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "error": error.as_str(), "error_description": description }),
+                );
+                let auth_failure = matches!(
+                    error,
+                    OAuthError::InvalidClient
+                        | OAuthError::UnauthorizedClient
+                        | OAuthError::InvalidSoftwareStatement
+                        | OAuthError::UnapprovedSoftwareStatement
+                );
+                response.extensions_mut().insert(ErrorTag { code: error.as_str(), auth_failure });
+                response
+            }
             DcrError::Api(error) => error.into_response(),
         }
     }

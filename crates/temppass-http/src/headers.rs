@@ -26,9 +26,15 @@ pub(crate) fn decode_base64(text: &str) -> Option<Vec<u8>> {
 
 /// `AP-Device-Identifier: fingerprint <base64 of the device id>`.
 pub fn device_id(headers: &HeaderMap) -> Result<DeviceId, ApiError> {
+    let unverified = headers.get(DEVICE_IDENTIFIER).ok_or_else(|| {
+        ApiError::with_details(ErrorCode::InvalidHeaderDeviceIdentifier, "the AP-Device-Identifier header is missing")
+    })?;
+    device_id_of(unverified)
+}
+
+/// The device id of one `AP-Device-Identifier` value.
+pub fn device_id_of(unverified: &axum::http::HeaderValue) -> Result<DeviceId, ApiError> {
     let invalid = |details: &str| ApiError::with_details(ErrorCode::InvalidHeaderDeviceIdentifier, details);
-    let unverified =
-        headers.get(DEVICE_IDENTIFIER).ok_or_else(|| invalid("the AP-Device-Identifier header is missing"))?;
     let unverified = unverified
         .to_str()
         .ok()

@@ -4,6 +4,7 @@
 //! `app(state)` builds the whole router without a socket, so tests drive it
 //! with `tower::ServiceExt::oneshot`; the binary serves it.
 
+mod access;
 mod api;
 pub mod auth;
 pub mod clock;
@@ -15,6 +16,8 @@ pub mod error;
 mod grant_cache;
 pub mod headers;
 pub mod listener;
+pub mod management;
+pub mod observe;
 mod request_timeout;
 mod reset;
 pub mod settings;
@@ -79,9 +82,12 @@ pub fn app(state: AppState) -> Router {
         .merge(back_end)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
-        // Outermost: a body over the limit is refused before it is read, and
-        // every error answer leaves with a §5 body.
+        // A body over the limit is refused before it is read, and every
+        // error answer leaves with a §5 body.
         .layer(edge::EdgeLayer { body_bytes: limits.body_bytes, body_timeout: limits.body_timeout })
+        // Outermost, so it logs and times the answer as it leaves; inside
+        // the router, so it sees the route template.
+        .layer(access::AccessLayer { metrics: state.observer().metrics().cloned() })
         .with_state(state)
 }
 

@@ -5,10 +5,10 @@
 //! binding of the credentials to the service provider (403). The store does
 //! the reset; "all" costs one generation bump whatever the number of trials.
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{MatchedPath, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
-use temppass_core::{DeviceId, IdentityHash, MvpdId, RuleScope};
+use temppass_core::{DeviceId, IdentityHash, MvpdId, Rule, RuleScope};
 
 use crate::auth::{Bearer, SCOPE_RESET, bearer_grant, secret_hash};
 use crate::error::{ApiError, ErrorCode};
@@ -33,7 +33,7 @@ fn parse_query(query: Option<&str>) -> Result<ResetQuery, ApiError> {
 }
 
 /// The service provider and TempPass scope named by `requestor_id` and `mvpd_id`.
-fn scope<'s>(state: &'s AppState, query: &ResetQuery) -> Result<(&'s ServiceProvider, RuleScope), ApiError> {
+fn scope<'s>(state: &'s AppState, query: &ResetQuery) -> Result<(&'s ServiceProvider, RuleScope, &'s Rule), ApiError> {
     let requestor = query.requestor_id.as_deref().filter(|r| !r.is_empty()).ok_or_else(|| {
         ApiError::with_details(ErrorCode::InvalidParameterServiceProvider, "requestor_id is required")
     })?;
@@ -47,7 +47,7 @@ fn scope<'s>(state: &'s AppState, query: &ResetQuery) -> Result<(&'s ServiceProv
     let mvpd = MvpdId::parse(raw_mvpd)
         .map_err(|e| ApiError::with_details(ErrorCode::InvalidParameterMvpd, format!("mvpd_id {e}")))?;
     match sp.mvpd(&mvpd) {
-        Some(MvpdRef::TempPass(_)) => Ok((sp, sp.scope(&mvpd))),
+        Some(MvpdRef::TempPass(temppass)) => Ok((sp, sp.scope(&mvpd), &temppass.rule)),
         _ => Err(ApiError::with_details(
             ErrorCode::InvalidIntegration,
             format!("{mvpd} is not a TempPass MVPD of {}", sp.id),
@@ -116,14 +116,36 @@ fn target(query: &ResetQuery, kind: KeyKind) -> Result<Target, ApiError> {
     })
 }
 
-async fn apply(state: &AppState, scope: &RuleScope, target: Target) -> Result<StatusCode, ApiError> {
+/// Which reset API a route is, for the metrics and events: `v3`, `v2.1` or `v2`.
+fn api(route: &MatchedPath) -> &'static str {
+    match route.as_str() {
+        path if path.starts_with("/reset-tempass/v3/") => "v3",
+        path if path.starts_with("/reset-tempass/v2.1/") => "v2.1",
+        _ => "v2",
+    }
+}
+
+async fn apply(state: &AppState, reset: Reset<'_>, target: Target) -> Result<StatusCode, ApiError> {
+    let (one, key_kind) = match &target {
+        Target::Devices(device) => (device.is_some(), "device"),
+        Target::Identities(identity) => (identity.is_some(), "identity"),
+    };
     match target {
-        Target::Devices(device) => state.store_call(state.store().reset_devices(scope, device.as_ref())).await?,
+        Target::Devices(device) => state.store_call(state.store().reset_devices(reset.scope, device.as_ref())).await?,
         Target::Identities(identity) => {
-            state.store_call(state.store().reset_identities(scope, identity.as_ref())).await?
+            state.store_call(state.store().reset_identities(reset.scope, identity.as_ref())).await?
         }
     }
+    state.observer().reset(reset.scope, reset.rule, api(reset.route), one, key_kind, state.now());
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The rule a reset applies to, and the route it came by.
+#[derive(Clone, Copy)]
+struct Reset<'a> {
+    scope: &'a RuleScope,
+    rule: &'a Rule,
+    route: &'a MatchedPath,
 }
 
 /// The bearer-token reset of v3 and v2.1, in the order of checks of this module.
@@ -132,38 +154,42 @@ async fn bearer_reset(
     query: Option<&str>,
     headers: &HeaderMap,
     kind: KeyKind,
+    route: &MatchedPath,
 ) -> Result<StatusCode, ApiError> {
     let allowed = reset_grant(state, headers).await?;
     let query = parse_query(query)?;
-    let (sp, scope) = scope(state, &query)?;
+    let (sp, scope, rule) = scope(state, &query)?;
     let target = target(&query, kind)?;
     if !allowed.contains(&sp.id) {
         return Err(not_bound(sp));
     }
-    apply(state, &scope, target).await
+    apply(state, Reset { scope: &scope, rule, route }, target).await
 }
 
 /// `DELETE /reset-tempass/v3/reset` (and `/v2.1/reset`): device bindings.
 pub(crate) async fn reset_devices(
     State(state): State<AppState>,
+    route: MatchedPath,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    bearer_reset(&state, query.as_deref(), &headers, KeyKind::Device).await
+    bearer_reset(&state, query.as_deref(), &headers, KeyKind::Device, &route).await
 }
 
 /// `DELETE /reset-tempass/v3/reset/generic` (and `/v2.1/reset/generic`): identity bindings.
 pub(crate) async fn reset_identities(
     State(state): State<AppState>,
+    route: MatchedPath,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    bearer_reset(&state, query.as_deref(), &headers, KeyKind::Identity).await
+    bearer_reset(&state, query.as_deref(), &headers, KeyKind::Identity, &route).await
 }
 
 /// `DELETE /reset-tempass/v2/reset` with an `ApiKey` header (seed 000): device bindings.
 pub(crate) async fn reset_devices_with_api_key(
     State(state): State<AppState>,
+    route: MatchedPath,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
@@ -175,7 +201,7 @@ pub(crate) async fn reset_devices_with_api_key(
         .ok_or_else(|| ApiError::new(ErrorCode::ApiKeyMissing))?
         .to_owned();
     let query = parse_query(query.as_deref())?;
-    let (sp, scope) = scope(&state, &query)?;
+    let (sp, scope, rule) = scope(&state, &query)?;
     let target = target(&query, KeyKind::Device)?;
     let api_key = state.store_call(state.store().find_api_key(&secret_hash(&key))).await?;
     match api_key {
@@ -187,5 +213,5 @@ pub(crate) async fn reset_devices_with_api_key(
             ));
         }
     }
-    apply(&state, &scope, target).await
+    apply(&state, Reset { scope: &scope, rule, route: &route }, target).await
 }

@@ -12,6 +12,7 @@ use temppass_token::{Jwks, SigningKey};
 use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::grant_cache::GrantCache;
+use crate::observe::Observer;
 use crate::settings::{ServiceProvider, Settings};
 
 /// A new key signs only once it has been in the store this long, so every
@@ -95,11 +96,22 @@ pub(crate) struct Inner {
     /// `X-Device-Info` values that were not base64 JSON objects, since start-up.
     malformed_device_info: AtomicU64,
     grant_cache: Option<GrantCache>,
+    observer: Observer,
 }
 
 impl AppState {
     /// Loads the signing keys from the store, creating the first one if the store has none.
     pub async fn new(settings: Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        Self::observed(settings, store, clock, Observer::default()).await
+    }
+
+    /// [`AppState::new`] telling `observer` what happens (metrics, events, figures).
+    pub async fn observed(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        observer: Observer,
+    ) -> Result<Self, StoreError> {
         let now = clock.now();
         let stored = load_or_create_stored_keys(store.as_ref(), now).await?;
         let keys = KeySet::from_stored(&stored, now, Some(settings.media_token_ttl))
@@ -117,7 +129,12 @@ impl AppState {
             keys_loaded_at: AtomicI64::new(now.as_millis()),
             malformed_device_info: AtomicU64::new(0),
             grant_cache,
+            observer,
         })))
+    }
+
+    pub fn observer(&self) -> &Observer {
+        &self.0.observer
     }
 
     pub fn settings(&self) -> &Settings {
@@ -134,6 +151,7 @@ impl AppState {
 
     /// Counts one more malformed `X-Device-Info` and returns the total.
     pub(crate) fn count_malformed_device_info(&self) -> u64 {
+        self.0.observer.malformed_device_info();
         self.0.malformed_device_info.fetch_add(1, Ordering::Relaxed) + 1
     }
 

@@ -24,7 +24,7 @@ pub(crate) struct Target<'a> {
     pub init: bool,
 }
 
-async fn open(target: Target<'_>) -> anyhow::Result<(Config, Arc<dyn Store>)> {
+pub(crate) async fn open(target: Target<'_>) -> anyhow::Result<(Config, Arc<dyn Store>)> {
     let config = config::load(target.config, std::env::vars())?;
     let store = open_loaded(&config, target.init).await?;
     Ok((config, store))

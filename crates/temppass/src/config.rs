@@ -15,6 +15,11 @@ use temppass_http::settings::{Limits, RegularMvpd, ServiceProvider, Settings, Te
 /// The configuration built into the binary, so `temppass serve` works from any directory.
 pub const EXAMPLE: &str = include_str!("../example.toml");
 
+mod observe;
+
+pub use observe::{LogFormat, parse_log_format};
+use temppass_observe::EventSettings;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -29,6 +34,10 @@ struct File {
     #[serde(default)]
     limits: LimitsSection,
     #[serde(default)]
+    events: observe::EventsSection,
+    #[serde(default)]
+    log: observe::LogSection,
+    #[serde(default)]
     service_providers: Vec<ServiceProviderSection>,
 }
 
@@ -38,6 +47,9 @@ struct Server {
     #[serde(default = "default_listen")]
     listen: String,
     public_url: Option<String>,
+    /// `/metrics` and the health checks; `""` for none.
+    #[serde(default = "observe::default_management_listen")]
+    management_listen: String,
     /// The limits on connections (docs/exposure.md); `None` keeps the default.
     max_connections: Option<i64>,
     header_read_timeout: Option<String>,
@@ -53,6 +65,7 @@ impl Default for Server {
         Self {
             listen: default_listen(),
             public_url: None,
+            management_listen: observe::default_management_listen(),
             max_connections: None,
             header_read_timeout: None,
             keep_alive_timeout: None,
@@ -316,6 +329,10 @@ pub struct Config {
     pub demo_enabled: bool,
     pub settings: Settings,
     pub connections: ConnectionLimits,
+    /// `server.management_listen`: `/metrics`, `/health/*`, `/stats`; `None` when off.
+    pub management_listen: Option<SocketAddr>,
+    pub events: EventSettings,
+    pub log_format: LogFormat,
 }
 
 /// Reads `path` (or the bundled example), applies the environment, validates.
@@ -336,11 +353,14 @@ pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let resolve = |file: &Path| std::path::absolute(base.join(file)).unwrap_or_else(|_| base.join(file));
     if let StorageUrl::Sqlite(file) = &config.storage
         && file.is_relative()
     {
-        let absolute = std::path::absolute(base.join(file)).unwrap_or_else(|_| base.join(file));
-        config.storage = StorageUrl::Sqlite(absolute);
+        config.storage = StorageUrl::Sqlite(resolve(file));
+    }
+    if let Some(file) = config.events.file.as_mut().filter(|file| file.is_relative()) {
+        *file = resolve(file);
     }
     config.origin = origin;
     Ok(config)
@@ -438,7 +458,13 @@ fn validate(file: File) -> anyhow::Result<Config> {
         );
     }
     let service_providers = service_providers(file.service_providers)?;
+    let management_listen = observe::management_listen(&file.server.management_listen)?;
+    let events = observe::events(&file.events)?;
+    let log_format = observe::log_format(&file.log)?;
     Ok(Config {
+        management_listen,
+        events,
+        log_format,
         origin: String::new(),
         public_url_is_set: file.server.public_url.is_some(),
         listen,

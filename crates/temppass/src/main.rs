@@ -3,8 +3,10 @@
 
 mod admin;
 mod demo;
+mod logging;
 mod output;
 mod serve;
+mod stats;
 mod verify;
 
 use std::path::PathBuf;
@@ -68,6 +70,20 @@ enum Command {
     /// API keys of the legacy reset API (`DELETE /reset-tempass/v2/reset`).
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// Prints the daily figures per rule: trials started, ended and exhausted, resources used, resets.
+    Stats {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// From this day on (YYYY-MM-DD, in each rule's time zone).
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// Of this service provider only.
+        #[arg(long = "service-provider", value_name = "ID")]
+        service_provider: Option<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,6 +198,9 @@ fn main() -> ExitCode {
             }
             Command::Apikey(ApikeyCommand::Revoke { store, key }) => admin::revoke_api_key(store.target(), &key).await,
             // Answered before the runtime started.
+            Command::Stats { store, since, service_provider, json } => {
+                stats::print(store.target(), since.as_deref(), service_provider.as_deref(), json).await
+            }
             Command::Token(TokenCommand::Verify { .. }) => Ok(()),
         }
     });

@@ -8,10 +8,11 @@ use anyhow::Context;
 use temppass_http::AppState;
 use temppass_http::clock::SystemClock;
 use temppass_http::listener::ConnectionLimits;
+use temppass_http::observe::Observer;
+use temppass_observe::{EventSink, MeteredStore, Metrics};
 use temppass_store::Store;
 use temppass_store_postgres::{PostgresOptions, PostgresStore};
 use temppass_store_sqlite::{SqliteOptions, SqliteStore};
-use tracing_subscriber::EnvFilter;
 
 use temppass::config::{self, Config, StorageUrl};
 
@@ -19,18 +20,27 @@ use temppass::config::{self, Config, StorageUrl};
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(15);
 
 pub(crate) async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
-    // Logs go to stderr: stdout carries only the line that says where the server listens.
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
     let mut config = config::load(config_path, std::env::vars())?;
-    crate::output::announce(&config);
+    // Logs go to stderr: stdout carries only the lines that say where the server listens.
+    let _log = crate::logging::init(crate::logging::format(config.log_format)?);
     let store = open_store(&config, Create::IfMissing).await?;
+    let metrics = config.management_listen.map(|_| Arc::new(Metrics::new(Some(Arc::clone(&store)))));
+    let store: Arc<dyn Store> = match &metrics {
+        Some(metrics) => Arc::new(MeteredStore::new(store, Arc::clone(metrics))),
+        None => store,
+    };
+    let events = EventSink::start(&config.events, metrics.clone()).context("events.file")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+        .with_context(|| format!("server.listen: cannot listen on {}", config.listen))?;
     let address = listener.local_addr().context("cannot read the listening address")?;
+    let management =
+        match config.management_listen {
+            Some(at) => Some(tokio::net::TcpListener::bind(at).await.with_context(|| {
+                format!("server.management_listen: cannot listen on {at} (set \"\" to turn it off)")
+            })?),
+            None => None,
+        };
     if !config.public_url_is_set {
         // `http://<listen>`, with the port the system chose for `:0`.
         config.settings.public_url = format!("http://{address}");
@@ -39,7 +49,10 @@ pub(crate) async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     if config.demo_enabled {
         settings.demo = Some(crate::demo::register(&config, store.as_ref()).await?);
     }
-    let state = AppState::new(settings, store, Arc::new(SystemClock)).await.context("cannot load the signing keys")?;
+    let observer = Observer::new(metrics, events);
+    let state = AppState::observed(settings, store, Arc::new(SystemClock), observer)
+        .await
+        .context("cannot load the signing keys")?;
     let reloader = state.clone();
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(KEY_RELOAD_INTERVAL);
@@ -51,17 +64,59 @@ pub(crate) async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         }
     });
     tokio::spawn(reclaim_forever(state.clone()));
+    tokio::spawn(crate::stats::flush_forever(state.clone()));
     let shutdown = shutdown_signal()?;
     let connections = fit_descriptors(config.connections);
-    tracing::info!(%address, public_url = %state.settings().public_url, "temppass is listening");
-    crate::output::note(&format!("issuer (server.public_url): {}", state.settings().public_url));
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let management_address = match management {
+        Some(listener) => {
+            let at = listener.local_addr().context("cannot read the management listener's address")?;
+            let limits = ConnectionLimits { max_connections: MANAGEMENT_CONNECTIONS, ..connections };
+            let router = temppass_http::management::router(state.clone());
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                temppass_http::listener::serve(listener, router, limits, stop).await
+            });
+            Some(at)
+        }
+        None => None,
+    };
+    tracing::info!(
+        configuration = %config.origin,
+        store = %crate::output::describe_store(&config.storage),
+        events = %describe_events(&config),
+        public_url = %state.settings().public_url,
+        management = %management_address.map_or_else(|| "off".to_owned(), |at| format!("http://{at}")),
+        demo = %if config.demo_enabled { format!("http://{address}/demo/") } else { "off".to_owned() },
+        "temppass started"
+    );
     crate::output::result(&format!("temppass listening on http://{address}"))?;
-    if config.demo_enabled {
-        tracing::info!("demo pages: http://{address}/demo/");
+    if let Some(at) = management_address {
+        crate::output::result(&format!("temppass management on http://{at}"))?;
     }
-    let report = temppass_http::listener::serve(listener, temppass_http::app(state), connections, shutdown).await;
+    let report =
+        temppass_http::listener::serve(listener, temppass_http::app(state.clone()), connections, shutdown).await;
+    let _ = stopping.send(true);
+    crate::stats::flush(&state).await;
+    if !state.observer().events().flush(Duration::from_secs(5)) {
+        tracing::warn!("tracking events still queued at shutdown were not all written");
+    }
     tracing::info!(?report, "temppass stopped");
     Ok(())
+}
+
+/// Connections the management listener holds at most: scrapers and probes, not viewers.
+const MANAGEMENT_CONNECTIONS: usize = 64;
+
+fn describe_events(config: &Config) -> String {
+    let mut sinks: Vec<String> = config.events.file.iter().map(|file| file.display().to_string()).collect();
+    if config.events.log {
+        sinks.push("log (temppass::events)".to_owned());
+    }
+    if sinks.is_empty() { "off".to_owned() } else { sinks.join(", ") }
 }
 
 /// Descriptors kept for the store, the log and the listener, beyond one per connection.

@@ -92,6 +92,7 @@ fn serve_bundled_example(dir: &std::path::Path) -> crate::support::Server {
         .arg("serve")
         .current_dir(dir)
         .env("TEMPPASS_SERVER__LISTEN", "127.0.0.1:0")
+        .env("TEMPPASS_SERVER__MANAGEMENT_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -100,7 +101,7 @@ fn serve_bundled_example(dir: &std::path::Path) -> crate::support::Server {
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).expect("the first line of stdout is read");
     let base = line.trim().strip_prefix("temppass listening on ").unwrap_or_else(|| panic!("{line:?}")).to_owned();
-    crate::support::Server { child, base }
+    crate::support::Server { child, base, management: None }
 }
 
 #[tokio::test]
@@ -271,6 +272,7 @@ async fn without_public_url_the_issuer_follows_the_listen_address_and_start_up_s
         .arg("serve")
         .current_dir(dir.path())
         .env("TEMPPASS_SERVER__LISTEN", "127.0.0.1:0")
+        .env("TEMPPASS_SERVER__MANAGEMENT_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -280,7 +282,7 @@ async fn without_public_url_the_issuer_follows_the_listen_address_and_start_up_s
     let mut line = String::new();
     stdout.read_line(&mut line).expect("the first line of stdout is read");
     let base = line.trim().strip_prefix("temppass listening on ").unwrap_or_else(|| panic!("{line:?}")).to_owned();
-    let server = crate::support::Server { child, base };
+    let server = crate::support::Server { child, base, management: None };
 
     let statement = reqwest::get(format!("{}/demo/demo-config.json", server.base)).await;
     let config: serde_json::Value = statement.expect("the demo config answers").json().await.unwrap_or_default();

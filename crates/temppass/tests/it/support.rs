@@ -14,6 +14,8 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_temppass");
 /// (or a PostgreSQL database, see [`Sandbox::with_storage`]).
 pub(crate) struct Sandbox {
     pub dir: tempfile::TempDir,
+    /// The servers of this sandbox have a management listener (on a port the system chooses).
+    pub management: bool,
 }
 
 impl Sandbox {
@@ -32,6 +34,9 @@ impl Sandbox {
     /// As [`Sandbox::with_storage`], with more `[server]` keys (TOML lines).
     pub(crate) fn with_server_keys(ttl: &str, storage_url: Option<&str>, server_keys: &str) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
+        // Every server of a test listens for management on a port of its own.
+        let management = !server_keys.contains("management_listen");
+        let management_key = if management { "management_listen = \"127.0.0.1:0\"" } else { "" };
         let storage_url = storage_url
             .map_or_else(|| format!("sqlite://{}", dir.path().join("data/temppass.db").display()), str::to_owned);
         let config = format!(
@@ -39,6 +44,7 @@ impl Sandbox {
 [server]
 listen = "127.0.0.1:0"
 public_url = "http://temppass.test"
+{management_key}
 {server_keys}
 
 [storage]
@@ -72,7 +78,7 @@ ttl = "{ttl}"
 "#
         );
         std::fs::write(dir.path().join("temppass.toml"), config).expect("the configuration file is written");
-        Self { dir }
+        Self { dir, management }
     }
 
     pub(crate) fn config(&self) -> PathBuf {
@@ -107,14 +113,14 @@ ttl = "{ttl}"
     }
 
     pub(crate) fn start(&self) -> Server {
-        Server::start(&self.config())
+        Server::announced(Server::spawn(&self.config()), self.management)
     }
 
     /// Starts `count` servers on this configuration at the same moment (all
     /// processes spawned before any is waited for), as a deployment does.
     pub(crate) fn start_together(&self, count: usize) -> Vec<Server> {
         let children: Vec<Child> = (0..count).map(|_| Server::spawn(&self.config())).collect();
-        children.into_iter().map(Server::announced).collect()
+        children.into_iter().map(|child| Server::announced(child, self.management)).collect()
     }
 }
 
@@ -122,13 +128,11 @@ ttl = "{ttl}"
 pub(crate) struct Server {
     pub child: Child,
     pub base: String,
+    /// `http://…` of the management listener, when the sandbox has one.
+    pub management: Option<String>,
 }
 
 impl Server {
-    fn start(config: &Path) -> Self {
-        Self::announced(Self::spawn(config))
-    }
-
     fn spawn(config: &Path) -> Child {
         Command::new(BIN)
             .args(["serve", "--config"])
@@ -140,17 +144,25 @@ impl Server {
             .expect("temppass serve starts")
     }
 
-    /// Waits for the server to say where it listens.
-    fn announced(mut child: Child) -> Self {
-        let stdout = child.stdout.take().expect("a piped stdout");
+    /// Waits for the server to say where it listens (and, with `management`, where it is managed).
+    fn announced(mut child: Child, management: bool) -> Self {
+        let mut stdout = BufReader::new(child.stdout.take().expect("a piped stdout"));
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("the first line of stdout is read");
+        stdout.read_line(&mut line).expect("the first line of stdout is read");
         let base = line
             .trim()
             .strip_prefix("temppass listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        Self { child, base }
+        let management = management.then(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("the second line of stdout is read");
+            line.trim()
+                .strip_prefix("temppass management on ")
+                .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
+                .to_owned()
+        });
+        Self { child, base, management }
     }
 
     pub(crate) fn kill(mut self) {
