@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use temppass_core::{DeviceId, Rule, RuleKind, RuleScope, Timestamp};
 use temppass_observe::{DecisionKind, Event, EventSink, EventType, Figures, Metrics, rfc3339, tracking_id};
-use temppass_store::{AuthorizeOutcome, FigureCounts};
+use temppass_store::{AuthorizeOutcome, FigureCounts, Store, StoreError};
 
 /// Metrics (when the management listener is on), events (when `[events]`
 /// names a sink) and figures (always: the store keeps them).
@@ -162,6 +162,25 @@ impl Observer {
             subject: Some(application.to_owned()),
             ..Event::new(EventType::AccessToken, rfc3339(now), "ok")
         });
+    }
+
+    /// Adds what this server counted to the store (`serve` does every
+    /// second and at shutdown); on failure keeps it for the next flush.
+    pub async fn flush_figures(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let deltas = self.figures.take();
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        match store.add_figures(&deltas).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.figures_flush_error();
+                }
+                self.figures.restore(deltas);
+                Err(error)
+            }
+        }
     }
 
     pub(crate) fn malformed_device_info(&self) {

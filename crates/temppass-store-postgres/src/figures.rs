@@ -15,6 +15,8 @@ use crate::connection::Conn;
 /// $5..$8 the other counts; a delta that adds nothing writes no row. `FOR UPDATE` under `ORDER BY` locks in id order;
 /// after a wait, READ COMMITTED re-checks `NOT end_counted` on the row as
 /// the other transaction left it, so two servers never both count one end.
+/// A trial that is gone (reset or merged away since its deny) counts: it did
+/// end, and nothing is left to mark.
 const ADD: &str = "
     WITH locked AS (
         SELECT id FROM trials WHERE id = ANY($4::bigint[]) AND NOT end_counted ORDER BY id FOR UPDATE
@@ -23,7 +25,10 @@ const ADD: &str = "
     )
     INSERT INTO daily_figures AS f
         (service_provider, mvpd, day, trials_started, trials_ended, trials_exhausted, resources_used, resets)
-    SELECT $1, $2, $3, $5, ended.count, $6, $7, $8 FROM (SELECT count(*) AS count FROM marked) AS ended
+    SELECT $1, $2, $3, $5, ended.count, $6, $7, $8
+    FROM (SELECT (SELECT count(*) FROM marked)
+               + (SELECT count(*) FROM unnest($4::bigint[]) AS e(id) WHERE NOT EXISTS (SELECT 1 FROM trials WHERE id = e.id))
+          AS count) AS ended
     WHERE $5::bigint + ended.count + $6::bigint + $7::bigint + $8::bigint > 0
     ON CONFLICT (service_provider, mvpd, day) DO UPDATE SET
         trials_started = f.trials_started + excluded.trials_started,

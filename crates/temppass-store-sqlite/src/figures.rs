@@ -21,14 +21,24 @@ const ADD: &str = "
 
 /// Marks a trial's end counted; 1 when this call marked it.
 const MARK_ENDED: &str = "UPDATE trials SET end_counted = 1 WHERE id = ?1 AND end_counted = 0";
+const EXISTS: &str = "SELECT 1 FROM trials WHERE id = ?1";
+
+/// 1 when the end of `trial` is to be counted now: it was not counted before,
+/// or the trial is gone (reset or merged away since its deny: it did end).
+fn count_end(conn: &Connection, trial: i64) -> rusqlite::Result<u64> {
+    if conn.prepare_cached(MARK_ENDED)?.execute([trial])? == 1 {
+        return Ok(1);
+    }
+    let exists = conn.prepare_cached(EXISTS)?.exists([trial])?;
+    Ok(u64::from(!exists))
+}
 
 pub(crate) fn add(conn: &Connection, deltas: &[FigureDelta]) -> Result<(), StoreError> {
     for delta in deltas {
         let mut counts = delta.counts;
         counts.trials_ended = 0;
         for trial in &delta.ended_trials {
-            counts.trials_ended +=
-                conn.prepare_cached(MARK_ENDED).and_then(|mut s| s.execute([trial.0])).map_err(to_store_error)? as u64;
+            counts.trials_ended += count_end(conn, trial.0).map_err(to_store_error)?;
         }
         if counts.is_zero() {
             continue;

@@ -238,7 +238,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Adds one server's counts, each delta in one atomic write: the counts as given,
     /// and to `trials_ended` the trials of `ended_trials` whose end no
-    /// earlier call counted (a trial that no longer exists counts nothing).
+    /// earlier call counted. A trial that no longer exists (reset or merged
+    /// away since its deny) counts, as it cannot be marked: if two servers
+    /// report such a trial, its end counts twice.
     async fn add_figures(&self, deltas: &[FigureDelta]) -> Result<(), StoreError>;
 
     /// The figures of `query`, by service provider, MVPD and day.

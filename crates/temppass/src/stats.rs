@@ -13,19 +13,10 @@ use crate::output::result;
 /// How often a server adds its figures to the store: a `kill -9` loses at most this much of them.
 pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Adds what this server counted to the store; on failure keeps it for the next flush.
+/// Adds what this server counted to the store; on failure it is kept for the next flush.
 pub(crate) async fn flush(state: &AppState) {
-    let figures = state.observer().figures();
-    let deltas = figures.take();
-    if deltas.is_empty() {
-        return;
-    }
-    if let Err(error) = state.store().add_figures(&deltas).await {
+    if let Err(error) = state.observer().flush_figures(state.store().as_ref()).await {
         tracing::warn!(%error, "cannot add the daily figures to the store; keeping them for the next flush");
-        if let Some(metrics) = state.observer().metrics() {
-            metrics.figures_flush_error();
-        }
-        figures.restore(deltas);
     }
 }
 

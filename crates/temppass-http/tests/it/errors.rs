@@ -10,8 +10,8 @@ use temppass_core::{DeviceId, IdentityHash, RuleScope, Timestamp, Trial};
 use temppass_http::auth::{SCOPE_API, SCOPE_RESET};
 use temppass_store::Authorization;
 use temppass_store::{
-    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, Client, ReclaimReport, Session, Store, StoreError,
-    StoredSigningKey, TrialLookup,
+    AccessGrant, AccessToken, ApiKey, Application, AuthorizeOutcome, Client, DailyFigures, FigureDelta, FiguresQuery,
+    ReclaimReport, Session, Store, StoreError, StoreLoad, StoredSigningKey, TrialLookup,
 };
 
 use crate::support::{
@@ -493,6 +493,18 @@ impl Store for StoreThatHangsOnAuthorize {
 
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
         self.0.signing_keys().await
+    }
+
+    async fn add_figures(&self, deltas: &[FigureDelta]) -> Result<(), StoreError> {
+        self.0.add_figures(deltas).await
+    }
+
+    async fn figures(&self, query: &FiguresQuery) -> Result<Vec<DailyFigures>, StoreError> {
+        self.0.figures(query).await
+    }
+
+    fn load(&self) -> StoreLoad {
+        self.0.load()
     }
 }
 

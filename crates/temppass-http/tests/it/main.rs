@@ -13,6 +13,7 @@ mod decisions;
 mod demo;
 mod errors;
 mod hostile;
+mod observe;
 mod reset;
 mod support;
 mod tokens;

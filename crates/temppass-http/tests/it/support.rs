@@ -15,8 +15,10 @@ use serde_json::{Value, json};
 use temppass_core::{DurationMs, MvpdId, Rule, RuleKind, ServiceProviderId, Timestamp};
 use temppass_http::auth::{SCOPE_API, SCOPE_RESET};
 use temppass_http::clock::{Clock, ManualClock};
+use temppass_http::observe::Observer;
 use temppass_http::settings::{Limits, RegularMvpd, ServiceProvider, Settings, TempPassMvpd};
 use temppass_http::{AppState, app, issue_software_statement};
+use temppass_observe::{EventSettings, EventSink, MeteredStore, Metrics};
 use temppass_store::{Application, Store};
 use temppass_store_sqlite::{SqliteOptions, SqliteStore};
 use tower::ServiceExt;
@@ -165,11 +167,34 @@ impl TestApp {
 
     /// `wrap` may put a test double around the SQLite store.
     pub(crate) async fn build(settings: Settings, wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -> Self {
+        Self::build_observed(settings, wrap, |_| Observer::default()).await
+    }
+
+    /// An app whose server has metrics (as with a management listener) and
+    /// the tracking events of `events`, as `serve` builds it.
+    pub(crate) async fn observed(settings: Settings, events: &EventSettings) -> Self {
+        let metrics = Arc::new(Metrics::new(None));
+        let sink = ok(EventSink::start(events, Some(Arc::clone(&metrics))), "the event sink");
+        let metered = Arc::clone(&metrics);
+        Self::build_observed(
+            settings,
+            move |store| Arc::new(MeteredStore::new(store, metered)) as Arc<dyn Store>,
+            move |_| Observer::new(Some(metrics), sink),
+        )
+        .await
+    }
+
+    async fn build_observed(
+        settings: Settings,
+        wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+        observer: impl FnOnce(&Arc<dyn Store>) -> Observer,
+    ) -> Self {
         let dir = ok(tempfile::tempdir(), "temporary directory");
         let sqlite = ok(SqliteStore::open(dir.path().join("temppass.db"), generous()), "open SQLite");
         let store = wrap(Arc::new(sqlite));
         let clock = Arc::new(ManualClock::new(Timestamp::from_millis(START_MS)));
-        let state = ok(AppState::new(settings, store, clock.clone()).await, "application state");
+        let observer = observer(&store);
+        let state = ok(AppState::observed(settings, store, clock.clone(), observer).await, "application state");
         let router = app(state.clone());
         let client = RegisteredClient { client_id: String::new(), client_secret: String::new() };
         let mut test_app = Self { router, state, clock, client, token: String::new(), _dir: dir };
@@ -305,6 +330,18 @@ impl TestApp {
     pub(crate) fn preauthorize(&self, mvpd: &str, device: &str, resources: &[&str]) -> Call {
         self.post_json(&format!("/api/v2/{SP}/decisions/preauthorize/{mvpd}"), &json!({ "resources": resources }))
             .device(device)
+    }
+
+    /// `GET {path}` on the management listener's router.
+    pub(crate) async fn management(&self, path: &str) -> Reply {
+        let call = Call {
+            router: temppass_http::management::router(self.state.clone()),
+            method: Method::GET,
+            uri: path.to_owned(),
+            headers: HeaderMap::new(),
+            body: Vec::new(),
+        };
+        call.send().await
     }
 
     /// `GET /api/v2/REF30/profiles/{mvpd}` for one device.
