@@ -8,6 +8,7 @@
 mod cli;
 mod exposure;
 mod faults;
+mod observe;
 mod postgres;
 mod restart;
 mod support;
