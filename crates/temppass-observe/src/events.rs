@@ -191,12 +191,12 @@ impl EventSink {
     /// Queues `event`; never waits. A full queue drops it and counts it.
     pub fn emit(&self, event: Event) {
         let Some(queue) = &self.queue else { return };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            queue.try_send(Message::Event(Box::new(event)))
-        {
-            if let Some(metrics) = &self.metrics {
-                metrics.event_dropped();
-            }
+        let refused = matches!(
+            queue.try_send(Message::Event(Box::new(event))),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_))
+        );
+        if let (true, Some(metrics)) = (refused, &self.metrics) {
+            metrics.event_dropped();
         }
     }
 

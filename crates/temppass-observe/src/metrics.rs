@@ -126,7 +126,7 @@ impl Metrics {
     /// are read on each scrape).
     pub fn new(store: Option<Arc<dyn Store>>) -> Self {
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(ProcessCollector::default()));
+        registry.register_collector(Box::new(ProcessCollector));
         let metrics = Self::registered(registry.sub_registry_with_prefix("temppass"));
         if let Some(store) = store {
             registry.sub_registry_with_prefix("temppass").register_collector(Box::new(StoreCollector(store)));

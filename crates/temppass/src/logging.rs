@@ -19,10 +19,18 @@ pub(crate) fn format(configured: LogFormat) -> anyhow::Result<LogFormat> {
     }
 }
 
+/// The target of the one start-up line (configuration, store, listeners):
+/// at info whatever `RUST_LOG` says, unless `RUST_LOG` names it.
+pub(crate) const STARTUP: &str = "temppass::startup";
+
 /// Installs the subscriber; the guard flushes the lines still buffered when dropped.
 pub(crate) fn init(format: LogFormat) -> WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let named = std::env::var("RUST_LOG").is_ok_and(|directives| directives.contains(STARTUP));
+    if let (false, Ok(directive)) = (named, format!("{STARTUP}=info").parse()) {
+        filter = filter.add_directive(directive);
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),

@@ -13,10 +13,10 @@ use temppass::config::{Config, StorageUrl};
 #[error("stdout was closed")]
 pub(crate) struct ClosedPipe;
 
-/// Writes the command's result, one line, to stdout.
+/// Writes the command's result, one line (or lines), to stdout, in one write.
 pub(crate) fn result(line: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+    match stdout.write_all(format!("{line}\n").as_bytes()).and_then(|()| stdout.flush()) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Err(ClosedPipe.into()),
         Err(error) => Err(anyhow::Error::new(error).context("cannot write to stdout")),

@@ -85,6 +85,7 @@ pub(crate) async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         None => None,
     };
     tracing::info!(
+        target: crate::logging::STARTUP,
         configuration = %config.origin,
         store = %crate::output::describe_store(&config.storage),
         events = %describe_events(&config),
@@ -93,10 +94,13 @@ pub(crate) async fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         demo = %if config.demo_enabled { format!("http://{address}/demo/") } else { "off".to_owned() },
         "temppass started"
     );
-    crate::output::result(&format!("temppass listening on http://{address}"))?;
+    // One write, so a reader that takes the first line and closes the pipe
+    // (`| head -1`) cannot fail the second.
+    let mut announced = format!("temppass listening on http://{address}");
     if let Some(at) = management_address {
-        crate::output::result(&format!("temppass management on http://{at}"))?;
+        announced.push_str(&format!("\ntemppass management on http://{at}"));
     }
+    crate::output::result(&announced)?;
     let report =
         temppass_http::listener::serve(listener, temppass_http::app(state.clone()), connections, shutdown).await;
     let _ = stopping.send(true);

@@ -299,6 +299,8 @@ async fn without_public_url_the_issuer_follows_the_listen_address_and_start_up_s
         use std::io::Read;
         let _ = pipe.read_to_string(&mut stderr);
     }
-    assert!(stderr.contains(&format!("issuer (server.public_url): {}", server.base)), "{stderr}");
-    assert!(stderr.contains("configuration: the bundled example configuration"), "{stderr}");
+    assert!(stderr.contains(&format!("public_url={}", server.base)), "{stderr}");
+    assert!(stderr.contains("configuration=the bundled example configuration"), "{stderr}");
+    assert!(stderr.contains("store=SQLite "), "{stderr}");
+    assert_eq!(stderr.matches("listening").count(), 0, "stderr repeats the listening line: {stderr}");
 }

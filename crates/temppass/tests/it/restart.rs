@@ -52,6 +52,9 @@ async fn a_permitted_trial_survives_kill_9_with_the_same_expiry_and_ends_on_time
 async fn sigterm_finishes_and_exits_zero() {
     let sandbox = Sandbox::new("10m");
     let mut server = sandbox.start();
+    let management = server.management.clone().expect("the sandbox's servers have a management listener");
+    let live = reqwest::get(format!("{management}/health/live")).await.expect("the management listener answers");
+    assert_eq!(live.status(), 200, "a started server is live");
     let pid = server.child.id().to_string();
     let status = std::process::Command::new("kill").args(["-TERM", &pid]).status();
     assert!(status.is_ok_and(|s| s.success()));
