@@ -205,7 +205,7 @@ impl Metrics {
             "X-Device-Info values that were not base64 JSON objects (ignored)",
             metrics.malformed_device_info.clone(),
         );
-        registry.register("build", "The version of temppass serving (always 1)", metrics.build_info.clone());
+        registry.register("build_info", "The version of temppass serving (always 1)", metrics.build_info.clone());
         metrics.build_info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))]).set(1);
         metrics
     }

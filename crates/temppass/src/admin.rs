@@ -13,6 +13,8 @@ use temppass_http::clock::{Clock, SystemClock};
 use temppass_store::{ApiKey, Application, Store, StoreError, StoredSigningKey};
 use temppass_token::SigningKey;
 
+use temppass_observe::{Event, EventSettings, EventSink, EventType, rfc3339};
+
 use crate::output::{announce, note, result};
 use crate::serve::{Create, open_store};
 use temppass::config::{self, Config};
@@ -34,6 +36,29 @@ pub(crate) async fn open(target: Target<'_>) -> anyhow::Result<(Config, Arc<dyn 
 async fn open_loaded(config: &Config, init: bool) -> anyhow::Result<Arc<dyn Store>> {
     announce(config);
     open_store(config, if init { Create::IfMissing } else { Create::OnlyExisting }).await
+}
+
+/// Appends one `admin_change` tracking event to the configured event file
+/// (docs/operating.md); a failure is a warning, never the command's.
+fn record_change(config: &Config, action: &'static str, subject: &str, service_provider: Option<&ServiceProviderId>) {
+    if config.events.file.is_none() {
+        return;
+    }
+    let settings = EventSettings { log: false, ..config.events.clone() };
+    match EventSink::start(&settings, None) {
+        Ok(sink) => {
+            sink.emit(Event {
+                action: Some(action),
+                subject: Some(subject.to_owned()),
+                service_provider: service_provider.map(ToString::to_string),
+                ..Event::new(EventType::AdminChange, rfc3339(SystemClock.now()), "ok")
+            });
+            if !sink.flush(std::time::Duration::from_secs(5)) {
+                note("warning: the admin change was not written to the event file in time");
+            }
+        }
+        Err(error) => note(&format!("warning: cannot record the admin change in the event file: {error}")),
+    }
 }
 
 /// Splits values given as `--scope a b` or `--scope "a b"` or `--scope a,b`.
@@ -97,6 +122,7 @@ pub(crate) async fn create_app(
         None => match store.create_application(&wanted).await {
             Ok(()) => {
                 note(&format!("application {name:?} created (id {})", wanted.id));
+                record_change(&config, "app_create", name, None);
                 wanted
             }
             // Created by another command meanwhile: as if it had been there.
@@ -163,15 +189,17 @@ pub(crate) async fn revoke_app(target: Target<'_>, name: &str) -> anyhow::Result
         None => "from their next request".to_owned(),
     };
     note(&format!("application {name:?} revoked; its access tokens are refused {cache}"));
+    record_change(&config, "app_revoke", name, None);
     Ok(())
 }
 
 pub(crate) async fn rotate_key(target: Target<'_>) -> anyhow::Result<()> {
-    let (_, store) = open(target).await?;
+    let (config, store) = open(target).await?;
     let key = SigningKey::generate();
     let stored = StoredSigningKey { kid: key.kid().to_owned(), seed: key.seed(), created_at: SystemClock.now() };
     store.add_signing_key(&stored).await.context("cannot store the new signing key")?;
     note(&format!("signing key {} added; servers sign with it within 60 s", key.kid()));
+    record_change(&config, "key_rotate", key.kid(), None);
     result(key.kid())
 }
 
@@ -187,14 +215,18 @@ pub(crate) async fn create_api_key(target: Target<'_>, service_provider_id: &str
     };
     store.create_api_key(&record).await.context("cannot store the API key")?;
     note(&format!("legacy reset API key for {id} (shown once; only its hash is stored):"));
+    record_change(&config, "apikey_create", id.as_str(), Some(&id));
     result(&key)
 }
 
 pub(crate) async fn revoke_api_key(target: Target<'_>, key: &str) -> anyhow::Result<()> {
-    let (_, store) = open(target).await?;
-    if !store.revoke_api_key(&secret_hash(key.trim()), SystemClock.now()).await.context("cannot revoke the API key")? {
+    let (config, store) = open(target).await?;
+    let key_hash = secret_hash(key.trim());
+    if !store.revoke_api_key(&key_hash, SystemClock.now()).await.context("cannot revoke the API key")? {
         bail!("no active API key matches");
     }
     note("API key revoked");
+    // The subject is a prefix of the key's hash: enough to tell keys apart, nothing to use.
+    record_change(&config, "apikey_revoke", &key_hash[..12.min(key_hash.len())], None);
     Ok(())
 }

@@ -113,6 +113,13 @@ async fn no_scrape_log_line_or_event_carries_a_device_id_or_an_identity() {
     assert!(
         events.lines().filter(|line| line.contains("\"type\":\"decision\"")).all(|line| line.contains(&tracking_id))
     );
+    let first: serde_json::Value =
+        serde_json::from_str(events.lines().next().unwrap_or_default()).expect("a JSON event");
+    assert_eq!(
+        (first["type"].as_str(), first["action"].as_str()),
+        (Some("admin_change"), Some("app_create")),
+        "{events}"
+    );
 
     // The last second's figures were flushed at shutdown; `temppass stats` reads them.
     let output = sandbox.run(&["stats", "--json"]);
